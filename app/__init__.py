@@ -1,0 +1,51 @@
+"""Dealer SCRM: WeCom callback server, workers and APIs. ``create_app`` is the only way in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app.clock import Clock, system_clock
+from app.config import load_settings
+from app.services import Services
+from app.store.db import make_engine, make_session_factory
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flask app. ``config`` overrides environment variables key by key; the extra key
+    ``CLOCK`` injects a clock (tests use app.clock.FrozenClock)."""
+    settings = load_settings(config)
+    clock: Clock = (config or {}).get("CLOCK") or system_clock
+    _configure_logging(settings.LOG_LEVEL)
+
+    app = Flask(__name__, instance_path=settings.INSTANCE_PATH)
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024  # APIs; callbacks have their own, lower cap
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    engine = make_engine(settings.database_url)
+    app.extensions["scrm"] = Services(
+        settings=settings, engine=engine, sessions=make_session_factory(engine), clock=clock
+    )
+    if settings.auto_migrate:
+        from app.store.migrate import upgrade
+
+        upgrade(engine)
+
+    from app.api import api
+    from app.callbacks.views import callbacks
+
+    app.register_blueprint(callbacks)
+    app.register_blueprint(api)
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(level)
+    logging.getLogger("workers").setLevel(level)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,125 @@
+"""The two callback endpoints WeCom calls. They verify, decrypt, parse, store, enqueue and answer;
+nothing else happens here (WeCom waits at most 5 s, and retries whatever it thinks failed)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from flask import Blueprint, Response, request
+
+from app.services import services
+from app.store import inbox
+from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
+from app.wecom.events import parse_event, parse_xml
+from workers.queues import enqueue_event
+
+log = logging.getLogger(__name__)
+
+callbacks = Blueprint("callbacks", __name__)
+
+# After Redis fails, skip enqueue attempts for a moment: the event is already stored and the
+# sweeper will enqueue it, so there is no point making every callback wait on a dead socket.
+_REDIS_BACKOFF_SECONDS = 2.0
+_redis_down_until = 0.0
+_redis_state_lock = threading.Lock()
+
+
+def _text(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/plain")
+
+
+def _query(name: str) -> str:
+    value = request.args.get(name, "")
+    if not value:
+        # Without the signature parameters the request cannot be authenticated at all.
+        error = BadSignature if name in ("msg_signature", "timestamp", "nonce") else CallbackRejected
+        raise error(f"missing query parameter {name}")
+    return value
+
+
+def _reject(app_name: str, exc: CallbackRejected) -> Response:
+    log.warning(
+        "callback %s rejected: %s %s (from %s)", app_name, exc.status, exc.reason, request.remote_addr or "-"
+    )
+    return _text(exc.reason, exc.status)
+
+
+def _verify_url(app_name: str) -> Response:
+    try:
+        crypto = services().callback_crypto(app_name)
+        echo = crypto.verify_url(
+            _query("msg_signature"), _query("timestamp"), _query("nonce"), _query("echostr")
+        )
+    except CallbackRejected as exc:
+        return _reject(app_name, exc)
+    log.info("callback %s: URL verified", app_name)
+    return _text(echo)
+
+
+def _receive(app_name: str) -> Response:
+    svc = services()
+    limit = svc.settings.CALLBACK_MAX_BYTES
+    try:
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+        signature, timestamp, nonce = _query("msg_signature"), _query("timestamp"), _query("nonce")
+        envelope = parse_xml(body)
+        encrypt = envelope.get("Encrypt")
+        if not isinstance(encrypt, str) or not encrypt.strip():
+            raise MalformedXml("no Encrypt element")
+        plaintext = svc.callback_crypto(app_name).open(signature, timestamp, nonce, encrypt.strip())
+        event = parse_event(plaintext)
+    except CallbackRejected as exc:
+        return _reject(app_name, exc)
+
+    now = svc.clock.now()
+    with svc.engine.begin() as conn:
+        stored = inbox.store_delivery(
+            conn,
+            source=app_name,
+            dedup_key=event.dedup_key,
+            event_type=event.event_type,
+            corp_id=event.to_user_name,
+            event_time=event.create_time,
+            plaintext=plaintext,
+            now=now,
+        )
+    if stored.is_new:
+        _enqueue(svc, stored.id, stored.job_generation)
+    else:
+        log.info("callback %s: duplicate delivery of inbox %s (%s)", app_name, stored.id, event.event_type)
+    return _text("success")
+
+
+def _enqueue(svc, inbox_id: int, generation: int) -> None:
+    global _redis_down_until
+    if time.monotonic() < _redis_down_until:
+        return
+    try:
+        enqueue_event(svc.web_redis, svc.settings, inbox_id, generation)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        with _redis_state_lock:
+            _redis_down_until = time.monotonic() + _REDIS_BACKOFF_SECONDS
+        log.error(
+            "inbox %s stored but not enqueued (Redis unreachable: %s); the sweeper will enqueue it",
+            inbox_id,
+            type(exc).__name__,
+        )
+
+
+@callbacks.route("/wecom/callback", methods=["GET", "POST"])
+def customer_contact() -> Response:
+    """The customer-contact app (客户联系): external contact, tag and group-chat events."""
+    return _verify_url("contact") if request.method == "GET" else _receive("contact")
+
+
+@callbacks.route("/wecom/bot", methods=["GET", "POST"])
+def bot() -> Response:
+    """The self-built app (the bot): advisors' messages and app events."""
+    return _verify_url("bot") if request.method == "GET" else _receive("bot")

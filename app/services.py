@@ -1,0 +1,62 @@
+"""The per-app service container: settings, database, Redis, clock. Stored on
+``app.extensions['scrm']``; everything else asks for it through ``services()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from flask import current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import Clock
+from app.config import Settings
+from app.redis_client import connect, embedded_redis_url
+from app.wecom.crypto import CallbackCrypto
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+
+    @cached_property
+    def redis_url(self) -> str:
+        return self.settings.REDIS_URL or embedded_redis_url(self.settings.INSTANCE_PATH)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """Redis for workers and the CLI (normal timeouts)."""
+        return connect(self.redis_url)
+
+    @cached_property
+    def web_redis(self) -> redis.Redis:
+        """Redis for the callback path (short timeouts: never hold up WeCom's answer)."""
+        return connect(self.redis_url, fail_fast=True)
+
+    @cached_property
+    def _cryptos(self) -> dict[str, CallbackCrypto]:
+        s = self.settings
+        return {
+            "contact": CallbackCrypto(s.WECOM_TOKEN, s.WECOM_AES_KEY, s.WECOM_CORP_ID),
+            "bot": CallbackCrypto(s.bot_token, s.bot_aes_key, s.WECOM_CORP_ID),
+        }
+
+    def callback_crypto(self, app_name: str) -> CallbackCrypto:
+        """Credentials of one callback app: ``contact`` (客户联系) or ``bot`` (the self-built app)."""
+        return self._cryptos[app_name]
+
+    def close(self) -> None:
+        for name in ("redis", "web_redis"):
+            client = self.__dict__.pop(name, None)
+            if client is not None:
+                client.close()
+        self.engine.dispose()
+
+
+def services() -> Services:
+    return current_app.extensions["scrm"]

@@ -1,0 +1,51 @@
+"""Engine and session factory. One engine per process; forked children (RQ work horses,
+gunicorn workers) drop the parent's pooled connections instead of sharing them."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parent_connections() -> None:
+    # SQLAlchemy's documented recipe for os.fork(): the child must not reuse the parent's sockets.
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the web processes write while a worker reads; busy_timeout makes a writer wait
+    # for the lock instead of failing, so a burst of callbacks is slower but never lost.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    _engines.add(engine)
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,193 @@
+"""Queries on the inbox of callbacks. Each state change is one conditional UPDATE, so two
+workers (or a worker and the sweeper) racing on one row cannot both win."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.store.models import InboxEvent, InboxStatus
+
+T = InboxEvent.__table__
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    is_new: bool
+    job_generation: int
+
+
+def store_delivery(
+    conn: Connection,
+    *,
+    source: str,
+    dedup_key: str,
+    event_type: str,
+    corp_id: str,
+    event_time: int,
+    plaintext: str,
+    now: datetime,
+) -> Stored:
+    """Insert a callback, or count one more delivery of a stored one. One statement, no race."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(T).values(
+        source=source,
+        dedup_key=dedup_key,
+        event_type=event_type[:96],
+        corp_id=corp_id[:64],
+        event_time=event_time,
+        plaintext=plaintext,
+        status=InboxStatus.RECEIVED,
+        deliveries=1,
+        attempts=0,
+        job_generation=1,
+        received_at=now,
+        updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[T.c.dedup_key], set_={"deliveries": T.c.deliveries + 1}
+    ).returning(T.c.id, T.c.deliveries, T.c.job_generation)
+    row = conn.execute(stmt).one()
+    return Stored(id=row.id, is_new=row.deliveries == 1, job_generation=row.job_generation)
+
+
+def claim(session: Session, event_id: int, now: datetime, lease: timedelta) -> int | None:
+    """Take the row for processing; return this attempt's number (the fencing token) or None
+    when it is finished, or held by another worker whose lease has not run out."""
+    claimable = or_(
+        T.c.status.in_([InboxStatus.RECEIVED, InboxStatus.RETRYING]),
+        (T.c.status == InboxStatus.PROCESSING) & (T.c.lease_until < now),
+    )
+    result = session.execute(
+        update(T)
+        .where(T.c.id == event_id, claimable)
+        .values(
+            status=InboxStatus.PROCESSING,
+            attempts=T.c.attempts + 1,
+            lease_until=now + lease,
+            updated_at=now,
+        )
+        .returning(T.c.attempts)
+    ).first()
+    return None if result is None else result.attempts
+
+
+def finish(
+    session: Session, event_id: int, attempt: int, status: str, reason: str | None, now: datetime
+) -> bool:
+    """Mark done/ignored, only if this attempt still holds the row. Runs in the handler's
+    transaction, so the handler's writes and the status commit together or not at all."""
+    result = session.execute(
+        update(T)
+        .where(T.c.id == event_id, T.c.status == InboxStatus.PROCESSING, T.c.attempts == attempt)
+        .values(status=status, status_reason=reason, lease_until=None, finished_at=now, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def record_failure(
+    session: Session, event_id: int, attempt: int, error: str, final: bool, now: datetime
+) -> None:
+    session.execute(
+        update(T)
+        .where(T.c.id == event_id, T.c.attempts == attempt, T.c.status == InboxStatus.PROCESSING)
+        .values(
+            status=InboxStatus.FAILED if final else InboxStatus.RETRYING,
+            last_error=error[:4000],
+            lease_until=None,
+            updated_at=now,
+            finished_at=now if final else None,
+        )
+    )
+
+
+def mark_failed(session: Session, event_id: int, error: str, now: datetime) -> None:
+    session.execute(
+        update(T)
+        .where(T.c.id == event_id, T.c.status.in_(InboxStatus.PENDING))
+        .values(
+            status=InboxStatus.FAILED,
+            last_error=error[:4000],
+            lease_until=None,
+            updated_at=now,
+            finished_at=now,
+        )
+    )
+
+
+def sweep_candidates(
+    session: Session, now: datetime, grace: timedelta, limit: int, after_id: int = 0
+) -> list[InboxEvent]:
+    """Pending rows old enough that their job should have run: received or retrying rows not
+    touched for ``grace``, and processing rows whose lease ran out (their worker died)."""
+    cutoff = now - grace
+    stmt = (
+        select(InboxEvent)
+        .where(
+            InboxEvent.id > after_id,
+            or_(
+                InboxEvent.status.in_([InboxStatus.RECEIVED, InboxStatus.RETRYING])
+                & (InboxEvent.updated_at <= cutoff),
+                (InboxEvent.status == InboxStatus.PROCESSING) & (InboxEvent.lease_until < now),
+            ),
+        )
+        .order_by(InboxEvent.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def bump_generation(session: Session, event_id: int, seen_generation: int, now: datetime) -> int | None:
+    """Claim the right to enqueue a fresh job for this row (compare-and-set on the generation)."""
+    result = session.execute(
+        update(T)
+        .where(T.c.id == event_id, T.c.job_generation == seen_generation)
+        .values(job_generation=seen_generation + 1, updated_at=now)
+        .returning(T.c.job_generation)
+    ).first()
+    return None if result is None else result.job_generation
+
+
+def reopen_failed(session: Session, now: datetime, ids: list[int] | None = None) -> list[tuple[int, int]]:
+    """Failed rows back to received with a fresh attempt budget; returns (id, generation) pairs."""
+    stmt = (
+        update(T)
+        .where(T.c.status == InboxStatus.FAILED)
+        .values(
+            status=InboxStatus.RECEIVED,
+            attempts=0,
+            lease_until=None,
+            finished_at=None,
+            updated_at=now,
+            job_generation=T.c.job_generation + 1,
+        )
+        .returning(T.c.id, T.c.job_generation)
+    )
+    if ids:
+        stmt = stmt.where(T.c.id.in_(ids))
+    return [(row.id, row.job_generation) for row in session.execute(stmt)]
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    counts = dict.fromkeys(InboxStatus.ALL, 0)
+    for status, count in session.execute(select(T.c.status, func.count()).group_by(T.c.status)):
+        counts[status] = count
+    return counts
+
+
+def delivery_totals(session: Session) -> tuple[int, int]:
+    """(stored rows, deliveries received); the difference is retries collapsed by the dedup key."""
+    rows, deliveries = session.execute(select(func.count(), func.coalesce(func.sum(T.c.deliveries), 0))).one()
+    return int(rows), int(deliveries)
+
+
+def failed_events(session: Session, limit: int = 100) -> list[InboxEvent]:
+    stmt = (
+        select(InboxEvent).where(InboxEvent.status == InboxStatus.FAILED).order_by(InboxEvent.id).limit(limit)
+    )
+    return list(session.scalars(stmt))

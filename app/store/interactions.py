@@ -1,0 +1,113 @@
+"""The interaction log: idempotent appends and the cursor feed the CDP reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.store.models import Interaction
+
+T = Interaction.__table__
+
+
+@dataclass(frozen=True)
+class NewInteraction:
+    kind: str
+    occurred_at: datetime
+    dedup_key: str
+    advisor_userid: str | None = None
+    external_userid: str | None = None
+    dealer_code: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    source_event_id: int | None = None
+
+
+def append(session: Session, items: list[NewInteraction], now: datetime) -> int:
+    """Insert what is not there yet (by dedup key); return how many rows were new."""
+    if not items:
+        return 0
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(T)
+        .values(
+            [
+                {
+                    "kind": item.kind,
+                    "advisor_userid": item.advisor_userid,
+                    "external_userid": item.external_userid,
+                    "dealer_code": item.dealer_code,
+                    "payload": item.payload,
+                    "occurred_at": item.occurred_at,
+                    "recorded_at": now,
+                    "source_event_id": item.source_event_id,
+                    "dedup_key": item.dedup_key,
+                }
+                for item in items
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=[T.c.dedup_key])
+        .returning(T.c.id)
+    )
+    return len(session.execute(stmt).all())
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A position in the feed: (transaction id, row id). Rendered as ``"<tx>.<id>"``."""
+
+    tx_id: int
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.tx_id}.{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        tx, dot, row = text.partition(".")
+        if not dot or not tx.isdigit() or not row.isdigit():
+            raise ValueError("cursor must be a value of 'next' or of an item's 'cursor', e.g. 0.42")
+        return cls(int(tx), int(row))
+
+
+def page(session: Session, after: Cursor | None, limit: int) -> list[Interaction]:
+    """Rows after the cursor in commit-safe order.
+
+    On PostgreSQL a row with a smaller id can commit after a larger one, so ordering by id
+    alone would let a reader skip it for ever. Rows are ordered by (tx_id, id) and only rows of
+    transactions older than the oldest one still running are served: anything that commits
+    later sorts after every row already served. SQLite has one writer, so commit order is id
+    order there and tx_id is 0.
+    """
+    stmt = select(Interaction).order_by(Interaction.tx_id, Interaction.id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(tuple_(Interaction.tx_id, Interaction.id) > tuple_(after.tx_id, after.id))
+    if session.get_bind().dialect.name == "postgresql":
+        horizon = func.cast(
+            func.cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), postgresql.TEXT), postgresql.BIGINT
+        )
+        stmt = stmt.where(Interaction.tx_id < horizon)
+    return list(session.scalars(stmt))
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(T)) or 0
+
+
+def to_json(row: Interaction) -> dict[str, Any]:
+    return {
+        "cursor": str(Cursor(row.tx_id, row.id)),
+        "id": row.id,
+        "kind": row.kind,
+        "advisor": row.advisor_userid,
+        "customer": row.external_userid,
+        "dealer": row.dealer_code,
+        "payload": row.payload,
+        "occurred_at": row.occurred_at.isoformat(),
+        "recorded_at": row.recorded_at.isoformat(),
+        "source_event": row.source_event_id,
+    }

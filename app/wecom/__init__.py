@@ -1,0 +1,1 @@
+"""Everything that speaks WeCom's protocol: callback crypto, event parsing, the API client."""

@@ -1,0 +1,51 @@
+"""Queue names and how jobs are put on them. Jobs are referenced by dotted path so the web
+process never imports handler code."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from app.config import Settings
+
+HIGH = "scrm-high"  # time-critical WeCom calls (a welcome code lives about 20 s)
+EVENTS = "scrm-events"  # one job per stored callback
+DEFAULT = "scrm-default"
+BULK = "scrm-bulk"  # mass sends, imports
+WORKER_QUEUES = (HIGH, EVENTS, DEFAULT, BULK)
+
+PROCESS_EVENT = "workers.jobs.process_event"
+
+
+def queue(name: str, connection: Redis) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def event_job_id(inbox_id: int, generation: int) -> str:
+    """Each (re-)enqueue of an inbox row gets a new generation, so a job id is never reused and
+    RQ's registries never confuse a dead attempt with a live one."""
+    return f"inbox-{inbox_id}-{generation}"
+
+
+def retry_policy(settings: Settings) -> Retry:
+    intervals = settings.retry_intervals
+    return Retry(max=len(intervals), interval=intervals)
+
+
+def enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int) -> Job:
+    return queue(EVENTS, connection).enqueue_call(
+        PROCESS_EVENT,
+        args=(inbox_id,),
+        job_id=event_job_id(inbox_id, generation),
+        timeout=settings.JOB_TIMEOUT,
+        retry=retry_policy(settings),
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"process inbox event {inbox_id}",
+    )
+
+
+def max_attempts(settings: Settings) -> int:
+    return 1 + len(settings.retry_intervals)
