@@ -23,6 +23,8 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
+    # The callback path stops trying Redis until then after a failure (see app/callbacks/views.py).
+    enqueue_paused_until: float = 0.0
 
     @cached_property
     def redis_url(self) -> str:

@@ -165,3 +165,18 @@ def run_worker(app) -> None:
 @pytest.fixture()
 def work(app):
     return lambda: run_worker(app)
+
+
+def invoke_cli(app, *args: str):
+    """Run ``scrm <args>`` against an already-built app (as the console script would)."""
+    from click.testing import CliRunner
+    from flask.cli import ScriptInfo
+
+    from app.cli import cli
+
+    return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app), catch_exceptions=False)
+
+
+@pytest.fixture()
+def scrm(app):
+    return lambda *args: invoke_cli(app, *args)

@@ -4,13 +4,11 @@ nothing else happens here (WeCom waits at most 5 s, and retries whatever it thin
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import redis
 from flask import Blueprint, Response, request
 
-from app.services import services
+from app.services import Services, services
 from app.store import inbox
 from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
 from app.wecom.events import parse_event, parse_xml
@@ -23,8 +21,6 @@ callbacks = Blueprint("callbacks", __name__)
 # After Redis fails, skip enqueue attempts for a moment: the event is already stored and the
 # sweeper will enqueue it, so there is no point making every callback wait on a dead socket.
 _REDIS_BACKOFF_SECONDS = 2.0
-_redis_down_until = 0.0
-_redis_state_lock = threading.Lock()
 
 
 def _text(body: str, status: int = 200) -> Response:
@@ -97,15 +93,13 @@ def _receive(app_name: str) -> Response:
     return _text("success")
 
 
-def _enqueue(svc, inbox_id: int, generation: int) -> None:
-    global _redis_down_until
-    if time.monotonic() < _redis_down_until:
+def _enqueue(svc: Services, inbox_id: int, generation: int) -> None:
+    if svc.clock.time() < svc.enqueue_paused_until:
         return
     try:
         enqueue_event(svc.web_redis, svc.settings, inbox_id, generation)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        with _redis_state_lock:
-            _redis_down_until = time.monotonic() + _REDIS_BACKOFF_SECONDS
+        svc.enqueue_paused_until = svc.clock.time() + _REDIS_BACKOFF_SECONDS
         log.error(
             "inbox %s stored but not enqueued (Redis unreachable: %s); the sweeper will enqueue it",
             inbox_id,
