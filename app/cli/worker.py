@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
 from app.services import services
 from workers.queues import WORKER_QUEUES
@@ -24,6 +25,7 @@ from workers.worker import build_worker
     show_default=True,
     help="Run RQ's scheduler (delayed retries) in this worker.",
 )
+@with_appcontext
 def worker(burst: bool, queues: tuple[str, ...], scheduler: bool) -> None:
     """Run an RQ worker on the SCRM queues, sweeping the inbox as part of its maintenance."""
     svc = services()

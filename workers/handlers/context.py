@@ -1,5 +1,8 @@
 """What a handler gets: the event, its inbox row id, a session in the finishing transaction,
-the app's services, and ``record`` to write interactions exactly once."""
+the app's services, and ``record`` to write interactions exactly once.
+
+Call WeCom before writing anything: on SQLite the first write takes the database's single write
+lock until the job commits, and the callback path needs that lock to store new events."""
 
 from __future__ import annotations
 

@@ -1,0 +1,69 @@
+"""A worker killed mid-job (SIGKILL, no chance to clean up) loses nothing and writes nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.store import interactions
+from app.store.models import InboxEvent, InboxStatus
+from tests.conftest import FIXTURES
+from workers.sweeper import sweep
+
+EDIT = (FIXTURES / "events/change_external_contact__edit_external_contact.xml").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_job(poster, work, svc, clock, tmp_path: Path) -> None:
+    poster.post(EDIT)
+    marker = tmp_path / "handler-started"
+    env = {
+        **os.environ,
+        "SCRM_MODE": "test",
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.redis_url,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTO_MIGRATE": "0",
+        "JOB_TIMEOUT": "30",
+        "LOG_LEVEL": "WARNING",
+        "SLOW_HANDLER_MARKER": str(marker),
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.slow_worker"], cwd=ROOT, env=env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert worker.poll() is None, "the worker exited before reaching the handler"
+            assert time.monotonic() < deadline, "the worker never started the job"
+            time.sleep(0.05)
+        # RQ runs each job in a work horse in its own session: kill it and the worker, mid-transaction.
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+    with svc.sessions() as session:
+        row = session.scalars(select(InboxEvent)).one()
+        assert row.status == InboxStatus.PROCESSING and row.attempts == 1
+        assert interactions.count(session) == 0  # the killed transaction wrote nothing
+
+    # Nothing happens while the dead worker's lease runs; after it, the sweeper takes the row back.
+    assert sweep(svc).enqueued == 0
+    clock.advance(row.lease_until.timestamp() - clock.time() + 1)
+    assert sweep(svc).enqueued == 1
+    work()
+
+    with svc.sessions() as session:
+        row = session.scalars(select(InboxEvent)).one()
+        assert row.status == InboxStatus.DONE and row.attempts == 2
+        assert interactions.count(session) == 1
