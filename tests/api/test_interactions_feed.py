@@ -1,0 +1,147 @@
+"""GET /api/interactions: auth, validation, paging, and commit-order safety on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from app.store import interactions
+from app.store.interactions import NewInteraction
+
+AUTH = {"Authorization": "Bearer sandbox-hq-token"}
+
+
+def _add(svc, n: int, start: int = 0) -> None:
+    with svc.sessions.begin() as session:
+        interactions.append(
+            session,
+            [
+                NewInteraction(
+                    kind="added",
+                    occurred_at=datetime(2026, 11, 1, tzinfo=UTC),
+                    dedup_key=f"test:{i}",
+                    advisor_userid="adv1",
+                    external_userid=f"wm{i}",
+                    payload={"i": i},
+                )
+                for i in range(start, start + n)
+            ],
+            svc.clock.now(),
+        )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic sandbox-hq-token"},
+        {"Authorization": "Bearer"},
+    ],
+)
+def test_requires_the_hq_token(client, headers) -> None:
+    response = client.get("/api/interactions", headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=abc", "after=xyz", "after=1", "after=-1.2"]
+)
+def test_bad_parameters_are_400_with_a_message(client, query) -> None:
+    response = client.get(f"/api/interactions?{query}", headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["message"]
+
+
+def test_empty_feed(client) -> None:
+    assert client.get("/api/interactions", headers=AUTH).json == {"items": [], "next": None}
+
+
+def test_pages_through_everything_once_in_order(client, svc) -> None:
+    _add(svc, 25)
+    seen, after, pages = [], None, 0
+    while True:
+        query = {"limit": 10, **({"after": after} if after else {})}
+        body = client.get("/api/interactions", query_string=query, headers=AUTH).json
+        pages += 1
+        seen += [item["payload"]["i"] for item in body["items"]]
+        if body["next"] is None:
+            break
+        assert body["next"] == body["items"][-1]["cursor"]
+        after = body["next"]
+    assert seen == list(range(25))
+    assert pages == 3
+
+    # A consumer that is caught up polls with its last cursor and sees only what is new.
+    last = client.get("/api/interactions", query_string={"limit": 1000}, headers=AUTH).json["items"][-1][
+        "cursor"
+    ]
+    _add(svc, 2, start=25)
+    body = client.get("/api/interactions", query_string={"after": last}, headers=AUTH).json
+    assert [item["payload"]["i"] for item in body["items"]] == [25, 26]
+    item = body["items"][0]
+    assert set(item) == {
+        "cursor",
+        "id",
+        "kind",
+        "advisor",
+        "customer",
+        "dealer",
+        "payload",
+        "occurred_at",
+        "recorded_at",
+        "source_event",
+    }
+
+
+def test_appending_the_same_key_twice_writes_once(svc) -> None:
+    _add(svc, 3)
+    _add(svc, 3)
+    with svc.sessions() as session:
+        assert interactions.count(session) == 3
+
+
+def test_a_row_that_commits_late_is_never_skipped(client, svc) -> None:
+    """Two writers: A takes a smaller id but commits after B. A reader must not get past A's row."""
+    if svc.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single writer: commit order is id order")
+    a_inserted, b_committed = threading.Event(), threading.Event()
+
+    def writer_a() -> None:
+        with svc.sessions.begin() as session:
+            interactions.append(
+                session,
+                [
+                    NewInteraction(
+                        kind="added", occurred_at=svc.clock.now(), dedup_key="late:a", payload={"w": "a"}
+                    )
+                ],
+                svc.clock.now(),
+            )
+            a_inserted.set()
+            b_committed.wait(10)
+
+    thread = threading.Thread(target=writer_a)
+    thread.start()
+    a_inserted.wait(10)
+    with svc.sessions.begin() as session:  # B: a larger id, committed first
+        interactions.append(
+            session,
+            [
+                NewInteraction(
+                    kind="added", occurred_at=svc.clock.now(), dedup_key="late:b", payload={"w": "b"}
+                )
+            ],
+            svc.clock.now(),
+        )
+    before = client.get("/api/interactions", headers=AUTH).json["items"]
+    b_committed.set()
+    thread.join(10)
+    after = client.get("/api/interactions", headers=AUTH).json["items"]
+
+    assert before == []  # B is held back while A's transaction is open
+    assert [item["payload"]["w"] for item in after] == ["a", "b"]  # then both, in commit-safe order
