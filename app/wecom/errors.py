@@ -31,3 +31,47 @@ class MalformedXml(CallbackRejected):
 
 class PayloadTooLarge(CallbackRejected):
     status = 413
+
+
+# -- API client errors (app/wecom/client.py) ------------------------------------------------------
+# ``retryable`` tells a job what to do: re-raise a retryable error so RQ's Retry runs the job
+# later; a non-retryable one is a business answer that another try would only repeat.
+
+
+class WeComApiFailure(Exception):
+    """Base of the API client's errors. Messages never hold the token, the secret or a full URL."""
+
+    retryable = False
+
+
+class WeComError(WeComApiFailure):
+    """WeCom answered with a business errcode (e.g. 41050 welcome code expired): do not retry.
+
+    ``errcode`` is None when the answer was not WeCom JSON at all (an HTTP 4xx, say)."""
+
+    def __init__(self, errcode: int | None, errmsg: str, api: str) -> None:
+        super().__init__(f"WeCom {api} failed: errcode={errcode} errmsg={errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.api = api
+
+
+class WeComUnavailable(WeComApiFailure):
+    """WeCom was busy, rate-limited or unreachable after the client's own bounded retries."""
+
+    retryable = True
+
+    def __init__(self, api: str, reason: str, errcode: int | None = None) -> None:
+        super().__init__(f"WeCom {api} unavailable: {reason}")
+        self.api = api
+        self.reason = reason
+        self.errcode = errcode
+
+
+class RateLimited(WeComUnavailable):
+    """Our own shared rate limiter had no free slot for ``api`` within the allowed wait."""
+
+    def __init__(self, api: str, waited: float, retry_after: float) -> None:
+        super().__init__(api, f"local rate limit: waited {waited:.1f}s, next slot in {retry_after:.1f}s")
+        self.waited = waited
+        self.retry_after = retry_after
