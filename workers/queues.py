@@ -3,6 +3,8 @@ process never imports handler code."""
 
 from __future__ import annotations
 
+import weakref
+
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
@@ -19,8 +21,16 @@ WORKER_QUEUES = (HIGH, EVENTS, DEFAULT, BULK)
 PROCESS_EVENT = "workers.jobs.process_event"
 
 
+_queues: weakref.WeakKeyDictionary[Redis, dict[str, Queue]] = weakref.WeakKeyDictionary()
+
+
 def queue(name: str, connection: Redis) -> Queue:
-    return Queue(name, connection=connection, serializer=JSONSerializer)
+    """One Queue object per connection and name: a Queue asks the server for its version once,
+    and the callback path should not pay for that on every event."""
+    per_connection = _queues.setdefault(connection, {})
+    if name not in per_connection:
+        per_connection[name] = Queue(name, connection=connection, serializer=JSONSerializer)
+    return per_connection[name]
 
 
 def event_job_id(inbox_id: int, generation: int) -> str:
@@ -35,6 +45,14 @@ def retry_policy(settings: Settings) -> Retry:
 
 
 def enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int) -> Job:
+    # One pipeline for RQ's two writes (queue registry + job): one round trip, not two.
+    with connection.pipeline() as pipe:
+        job = _enqueue_event(connection, settings, inbox_id, generation, pipe)
+        pipe.execute()
+    return job
+
+
+def _enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int, pipe) -> Job:
     return queue(EVENTS, connection).enqueue_call(
         PROCESS_EVENT,
         args=(inbox_id,),
@@ -44,6 +62,7 @@ def enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generati
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"process inbox event {inbox_id}",
+        pipeline=pipe,
     )
 
 

@@ -3,10 +3,11 @@ workers (or a worker and the sweeper) racing on one row cannot both win."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,27 @@ class Stored:
     job_generation: int
 
 
+@functools.cache
+def _store_statement(dialect: str):
+    """Built once per dialect: the callback path runs it for every event, so it should not pay
+    for building and hashing a new statement each time."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = ("source", "dedup_key", "event_type", "corp_id", "event_time", "plaintext", "received_at")
+    stmt = insert(T).values(
+        {
+            **{name: bindparam(name) for name in columns},
+            "status": InboxStatus.RECEIVED,
+            "deliveries": 1,
+            "attempts": 0,
+            "job_generation": 1,
+            "updated_at": bindparam("received_at"),
+        }
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[T.c.dedup_key], set_={"deliveries": T.c.deliveries + 1}
+    ).returning(T.c.id, T.c.deliveries, T.c.job_generation)
+
+
 def store_delivery(
     conn: Connection,
     *,
@@ -34,25 +56,16 @@ def store_delivery(
     now: datetime,
 ) -> Stored:
     """Insert a callback, or count one more delivery of a stored one. One statement, no race."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(T).values(
-        source=source,
-        dedup_key=dedup_key,
-        event_type=event_type[:96],
-        corp_id=corp_id[:64],
-        event_time=event_time,
-        plaintext=plaintext,
-        status=InboxStatus.RECEIVED,
-        deliveries=1,
-        attempts=0,
-        job_generation=1,
-        received_at=now,
-        updated_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[T.c.dedup_key], set_={"deliveries": T.c.deliveries + 1}
-    ).returning(T.c.id, T.c.deliveries, T.c.job_generation)
-    row = conn.execute(stmt).one()
+    params = {
+        "source": source,
+        "dedup_key": dedup_key,
+        "event_type": event_type[:96],
+        "corp_id": corp_id[:64],
+        "event_time": event_time,
+        "plaintext": plaintext,
+        "received_at": now,
+    }
+    row = conn.execute(_store_statement(conn.dialect.name), params).one()
     return Stored(id=row.id, is_new=row.deliveries == 1, job_generation=row.job_generation)
 
 
