@@ -246,8 +246,9 @@ def main() -> int:
     ratio = ours["per_second"] / bare["per_second"]
     backend = make_url(database_url).get_backend_name()
     redis_kind = "embedded" if not args.redis_url else "server"
-    print(f"\ncallback ingestion on {backend} + {redis_kind} Redis, gunicorn gthread "
-          f"{args.workers}x{args.threads}, {args.concurrency} connections, {os.cpu_count()} cores")  # fmt: skip
+    setup = f"gunicorn gthread {args.workers}x{args.threads}, {args.concurrency} connections"
+    setup += f", {os.cpu_count()} cores"
+    print(f"\ncallback ingestion on {backend} + {redis_kind} Redis, {setup}")
     print(f"{'target':<8}{'sent':>8}{'accepted':>10}{'per s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name, r in (("bare", bare), ("ours", ours)):
         print(
