@@ -60,4 +60,35 @@ class FrozenClock:
             self._t += max(0.0, float(seconds))
 
 
+class OffsetClock:
+    """Real time plus an offset that ``advance`` grows: a live server (the sandbox) can jump
+    ahead, to expire tokens and welcome codes, while requests and sleeps still take real time."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self._offset = float(offset)
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> float:
+        with self._lock:
+            return self._offset
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def advance(self, seconds: float | timedelta) -> None:
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        with self._lock:
+            # Never backwards: expiries already handed out must not come back to life.
+            self._offset += max(0.0, float(seconds))
+
+
 system_clock = SystemClock()

@@ -32,11 +32,12 @@ cli = ScrmGroup(
 
 
 def _register() -> None:
-    from app.cli import db, inbox, worker
+    from app.cli import db, inbox, sandbox, worker
 
     cli.add_command(db.db)
     cli.add_command(inbox.inbox)
     cli.add_command(worker.worker)
+    cli.add_command(sandbox.sandbox)
 
 
 _register()
