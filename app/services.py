@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.callbacks.enqueue import EnqueueBatcher
 from app.clock import Clock
 from app.config import Settings
 from app.redis_client import connect, embedded_redis_url
@@ -39,6 +40,11 @@ class Services:
     def web_redis(self) -> redis.Redis:
         """Redis for the callback path (short timeouts: never hold up WeCom's answer)."""
         return connect(self.redis_url, fail_fast=True)
+
+    @cached_property
+    def enqueuer(self) -> EnqueueBatcher:
+        """The callback path's group-commit enqueuer (one per process: cached per Services)."""
+        return EnqueueBatcher(self.web_redis, self.settings)
 
     @cached_property
     def _cryptos(self) -> dict[str, CallbackCrypto]:

@@ -8,6 +8,7 @@ import weakref
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
+from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
 
 from app.config import Settings
@@ -44,16 +45,8 @@ def retry_policy(settings: Settings) -> Retry:
     return Retry(max=len(intervals), interval=intervals)
 
 
-def enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int) -> Job:
-    # One pipeline for RQ's two writes (queue registry + job): one round trip, not two.
-    with connection.pipeline() as pipe:
-        job = _enqueue_event(connection, settings, inbox_id, generation, pipe)
-        pipe.execute()
-    return job
-
-
-def _enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int, pipe) -> Job:
-    return queue(EVENTS, connection).enqueue_call(
+def event_job(settings: Settings, inbox_id: int, generation: int) -> EnqueueData:
+    return Queue.prepare_data(
         PROCESS_EVENT,
         args=(inbox_id,),
         job_id=event_job_id(inbox_id, generation),
@@ -62,8 +55,21 @@ def _enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generat
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"process inbox event {inbox_id}",
-        pipeline=pipe,
     )
+
+
+def enqueue_events(connection: Redis, settings: Settings, items: list[tuple[int, int]]) -> list[Job]:
+    """Enqueue jobs for (inbox id, generation) pairs in one pipeline: one round trip for all."""
+    with connection.pipeline() as pipe:
+        jobs = queue(EVENTS, connection).enqueue_many(
+            [event_job(settings, inbox_id, generation) for inbox_id, generation in items], pipeline=pipe
+        )
+        pipe.execute()
+    return jobs
+
+
+def enqueue_event(connection: Redis, settings: Settings, inbox_id: int, generation: int) -> Job:
+    return enqueue_events(connection, settings, [(inbox_id, generation)])[0]
 
 
 def max_attempts(settings: Settings) -> int:

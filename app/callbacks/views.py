@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Blueprint, Response, request
 
 from app.services import Services, services
 from app.store import inbox
 from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
 from app.wecom.events import parse_event, parse_xml
-from workers.queues import enqueue_event
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +94,8 @@ def _receive(app_name: str) -> Response:
 def _enqueue(svc: Services, inbox_id: int, generation: int) -> None:
     if svc.clock.time() < svc.enqueue_paused_until:
         return
-    try:
-        enqueue_event(svc.web_redis, svc.settings, inbox_id, generation)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    if not svc.enqueuer.enqueue(inbox_id, generation):
         svc.enqueue_paused_until = svc.clock.time() + _REDIS_BACKOFF_SECONDS
-        log.error(
-            "inbox %s stored but not enqueued (Redis unreachable: %s); the sweeper will enqueue it",
-            inbox_id,
-            type(exc).__name__,
-        )
 
 
 @callbacks.route("/wecom/callback", methods=["GET", "POST"])
