@@ -5,6 +5,8 @@ Every key is documented in the README's configuration table; keep the two in ste
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,7 +136,7 @@ class Settings(BaseModel):
                     )
         for key in ("WECOM_AES_KEY", "WECOM_BOT_AES_KEY"):
             value = getattr(self, key)
-            if value and len(value) != 43:
+            if value and not _is_encoding_aes_key(value):
                 raise ConfigError(
                     f"{key} must be the 43-character EncodingAESKey from the WeCom admin console"
                 )
@@ -144,6 +146,14 @@ class Settings(BaseModel):
             self.rate_limits  # noqa: B018 - parse now so a typo stops start-up, not a worker later
         except ValueError as exc:
             raise ConfigError(f"WECOM_RATE_LIMITS must look like 'api/path=600,other=100': {exc}") from exc
+
+
+def _is_encoding_aes_key(value: str) -> bool:
+    """43 base64 characters that decode to a 32-byte AES key (WeCom's EncodingAESKey)."""
+    try:
+        return len(value) == 43 and len(base64.b64decode(value + "=", validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def load_settings(

@@ -47,6 +47,7 @@ def test_the_mapping_overrides_the_environment() -> None:
     ("key", "value", "message"),
     [
         ("WECOM_AES_KEY", "tooshort", "43-character"),
+        ("WECOM_AES_KEY", "!" * 43, "43-character"),
         ("JOB_RETRY_INTERVALS", ",", "JOB_RETRY_INTERVALS"),
         ("WECOM_RATE_LIMITS", "externalcontact/get=lots", "WECOM_RATE_LIMITS"),
         ("JOB_TIMEOUT", "soon", "JOB_TIMEOUT"),
