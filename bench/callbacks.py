@@ -135,10 +135,9 @@ def load(port: int, requests: list[tuple[str, bytes]], processes: int, threads: 
 def start_gunicorn(
     target: str, port: int, env: dict[str, str], workers: int, threads: int
 ) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        "--worker-class", os.environ.get("BENCH_WORKER_CLASS", "gthread"), "--threads", str(threads), "--log-level", "warning",
-    ]  # fmt: skip
+    worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+    command = [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    command += ["--workers", str(workers), "--worker-class", worker_class, "--threads", str(threads)]
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -263,7 +262,7 @@ def main() -> int:
     ratio = ours["per_second"] / bare["per_second"]
     backend = make_url(database_url).get_backend_name()
     redis_kind = "embedded" if not args.redis_url else "server"
-    setup = f"gunicorn gthread {args.workers}x{args.threads}, {args.concurrency} connections"
+    setup = f"gunicorn {os.environ.get('BENCH_WORKER_CLASS', 'gthread')} {args.workers}x{args.threads}, {args.concurrency} connections"
     setup += f", {os.cpu_count()} cores"
     print(f"\ncallback ingestion on {backend} + {redis_kind} Redis, {setup}")
     header = f"{'target':<8}{'sent':>8}{'accepted':>10}{'per s':>10}{'p50 ms':>9}{'p99 ms':>9}"
