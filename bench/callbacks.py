@@ -136,7 +136,8 @@ def start_gunicorn(
     target: str, port: int, env: dict[str, str], workers: int, threads: int
 ) -> subprocess.Popen:
     worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
-    command = [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    command = [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}"]
+    command += ["--log-level", "warning"]
     command += ["--workers", str(workers), "--worker-class", worker_class, "--threads", str(threads)]
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
@@ -262,7 +263,8 @@ def main() -> int:
     ratio = ours["per_second"] / bare["per_second"]
     backend = make_url(database_url).get_backend_name()
     redis_kind = "embedded" if not args.redis_url else "server"
-    setup = f"gunicorn {os.environ.get('BENCH_WORKER_CLASS', 'gthread')} {args.workers}x{args.threads}, {args.concurrency} connections"
+    worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+    setup = f"gunicorn {worker_class} {args.workers}x{args.threads}, {args.concurrency} connections"
     setup += f", {os.cpu_count()} cores"
     print(f"\ncallback ingestion on {backend} + {redis_kind} Redis, {setup}")
     header = f"{'target':<8}{'sent':>8}{'accepted':>10}{'per s':>10}{'p50 ms':>9}{'p99 ms':>9}"
