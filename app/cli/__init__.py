@@ -32,12 +32,13 @@ cli = ScrmGroup(
 
 
 def _register() -> None:
-    from app.cli import db, inbox, sandbox, worker
+    from app.cli import db, demo, inbox, sandbox, worker
 
     cli.add_command(db.db)
     cli.add_command(inbox.inbox)
     cli.add_command(worker.worker)
     cli.add_command(sandbox.sandbox)
+    cli.add_command(demo.demo)
 
 
 _register()
