@@ -164,6 +164,8 @@ def server_cpu_seconds(proc: subprocess.Popen) -> float:
     for process in [master, *master.children(recursive=True)]:
         times = process.cpu_times()
         total += times.user + times.system
+        if os.environ.get("BENCH_SYS"):
+            print(f"   pid {process.pid} user {times.user:.2f} sys {times.system:.2f}")
     return total
 
 
@@ -202,7 +204,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--concurrency", type=int, default=16, help="connections in total")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (both targets)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (both targets)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (both targets)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
     args = parser.parse_args()

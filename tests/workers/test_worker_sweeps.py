@@ -1,0 +1,48 @@
+"""A real `scrm worker` sweeps the inbox as part of RQ's maintenance: an event stored while Redis
+was unreachable is processed by the next worker without anyone running `scrm inbox drain`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.store import inbox, interactions
+from tests.conftest import FIXTURES
+
+ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_a_worker_picks_up_events_that_were_never_enqueued(poster, svc, tmp_path: Path) -> None:
+    svc.enqueue_paused_until = float("inf")  # as after a Redis failure: store, do not enqueue
+    assert poster.post(ADD).data == b"success"
+    with svc.sessions() as session:
+        assert inbox.status_counts(session)["received"] == 1
+
+    env = {
+        **os.environ,
+        "SCRM_MODE": "test",
+        "DATABASE_URL": svc.settings.database_url,
+        "REDIS_URL": svc.redis_url,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTO_MIGRATE": "0",
+        "INBOX_SWEEP_GRACE": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--burst"],
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+    with svc.sessions() as session:
+        assert inbox.status_counts(session)["done"] == 1
+        assert interactions.count(session) == 1
