@@ -15,28 +15,17 @@ from sqlalchemy import select
 from app.store import interactions
 from app.store.models import InboxEvent, InboxStatus
 from tests.conftest import FIXTURES
+from tests.support.subprocess_env import ROOT, scrm_env
 from workers.sweeper import sweep
 
 EDIT = (FIXTURES / "events/change_external_contact__edit_external_contact.xml").read_text()
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_worker_killed_mid_job(poster, work, svc, clock, tmp_path: Path) -> None:
     poster.post(EDIT)
     marker = tmp_path / "handler-started"
-    env = {
-        **os.environ,
-        "SCRM_MODE": "test",
-        "DATABASE_URL": svc.settings.database_url,
-        "REDIS_URL": svc.redis_url,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "AUTO_MIGRATE": "0",
-        "JOB_TIMEOUT": "30",
-        "LOG_LEVEL": "WARNING",
-        "SLOW_HANDLER_MARKER": str(marker),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = scrm_env(svc, tmp_path, JOB_TIMEOUT="30", SLOW_HANDLER_MARKER=str(marker))
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.support.slow_worker"], cwd=ROOT, env=env, start_new_session=True
     )

@@ -3,7 +3,6 @@ was unreachable is processed by the next worker without anyone running `scrm inb
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,9 @@ import pytest
 
 from app.store import inbox, interactions
 from tests.conftest import FIXTURES
+from tests.support.subprocess_env import ROOT, scrm_env
 
 ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -24,16 +23,7 @@ def test_a_worker_picks_up_events_that_were_never_enqueued(poster, svc, tmp_path
     with svc.sessions() as session:
         assert inbox.status_counts(session)["received"] == 1
 
-    env = {
-        **os.environ,
-        "SCRM_MODE": "test",
-        "DATABASE_URL": svc.settings.database_url,
-        "REDIS_URL": svc.redis_url,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "AUTO_MIGRATE": "0",
-        "INBOX_SWEEP_GRACE": "0",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = scrm_env(svc, tmp_path, INBOX_SWEEP_GRACE="0")
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "worker", "--burst"],
         cwd=ROOT,
