@@ -42,7 +42,8 @@ def _process(svc: Services, inbox_id: int) -> str:
     try:
         with svc.sessions.begin() as session:
             row = session.get(InboxEvent, inbox_id)
-            assert row is not None
+            if row is None:  # claimed a moment ago, so only a manual delete gets here
+                raise LookupError(f"inbox event {inbox_id} vanished after it was claimed")
             event = parse_event(row.plaintext)
             route = dispatch.route(event.event_type)
             if route.handler is not None:
