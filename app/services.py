@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.callbacks.enqueue import EnqueueBatcher
+from app.callbacks.ingest import Ingester
 from app.clock import Clock
 from app.config import Settings
 from app.redis_client import connect, embedded_redis_url
@@ -24,7 +24,7 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
-    # The callback path stops trying Redis until then after a failure (see app/callbacks/views.py).
+    # The callback path stops trying Redis until then after a failure (see app/callbacks/ingest.py).
     enqueue_paused_until: float = 0.0
 
     @cached_property
@@ -42,9 +42,9 @@ class Services:
         return connect(self.redis_url, fail_fast=True)
 
     @cached_property
-    def enqueuer(self) -> EnqueueBatcher:
-        """The callback path's group-commit enqueuer (one per process: cached per Services)."""
-        return EnqueueBatcher(self.web_redis, self.settings)
+    def ingester(self) -> Ingester:
+        """The callback path's group commit of store + enqueue (one per process and app)."""
+        return Ingester(self)
 
     @cached_property
     def _cryptos(self) -> dict[str, CallbackCrypto]:

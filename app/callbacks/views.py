@@ -7,18 +7,14 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from app.services import Services, services
-from app.store import inbox
+from app.callbacks.ingest import NotStored
+from app.services import services
 from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
 from app.wecom.events import parse_event, parse_xml
 
 log = logging.getLogger(__name__)
 
 callbacks = Blueprint("callbacks", __name__)
-
-# After Redis fails, skip enqueue attempts for a moment: the event is already stored and the
-# sweeper will enqueue it, so there is no point making every callback wait on a dead socket.
-_REDIS_BACKOFF_SECONDS = 2.0
 
 
 def _text(body: str, status: int = 200) -> Response:
@@ -72,30 +68,28 @@ def _receive(app_name: str) -> Response:
     except CallbackRejected as exc:
         return _reject(app_name, exc)
 
-    now = svc.clock.now()
-    with svc.engine.begin() as conn:
-        stored = inbox.store_delivery(
-            conn,
+    try:
+        stored = svc.ingester.ingest(
             source=app_name,
             dedup_key=event.dedup_key,
             event_type=event.event_type,
             corp_id=event.to_user_name,
             event_time=event.create_time,
             plaintext=plaintext,
-            now=now,
+            now=svc.clock.now(),
         )
-    if stored.is_new:
-        _enqueue(svc, stored.id, stored.job_generation)
-    else:
+    except NotStored as exc:
+        # Not stored, so not acknowledged: WeCom delivers it again.
+        log.error(
+            "callback %s: could not store %s (%s); answering 503",
+            app_name,
+            event.event_type,
+            type(exc.__cause__ or exc).__name__,
+        )
+        return _text("storage unavailable", 503)
+    if not stored.is_new:
         log.info("callback %s: duplicate delivery of inbox %s (%s)", app_name, stored.id, event.event_type)
     return _text("success")
-
-
-def _enqueue(svc: Services, inbox_id: int, generation: int) -> None:
-    if svc.clock.time() < svc.enqueue_paused_until:
-        return
-    if not svc.enqueuer.enqueue(inbox_id, generation):
-        svc.enqueue_paused_until = svc.clock.time() + _REDIS_BACKOFF_SECONDS
 
 
 @callbacks.route("/wecom/callback", methods=["GET", "POST"])

@@ -1,0 +1,121 @@
+"""The callback path's group commit (store + enqueue) under concurrency, with a bad row, and
+with Redis gone."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from app.callbacks.ingest import Ingester, NotStored
+from app.redis_client import connect
+from app.store import inbox
+from tests.conftest import FIXTURES
+from tests.support.redis_proxy import RedisProxy
+from workers.queues import EVENTS, event_job_id, queue
+
+
+def _row(svc, key: str, event_time: int = 1_700_000_000) -> dict:
+    return {
+        "source": "contact",
+        "dedup_key": key,
+        "event_type": "change_external_contact:add_external_contact",
+        "corp_id": "wx5823bf96d3bd56c7",
+        "event_time": event_time,
+        "plaintext": f"<xml><K>{key}</K></xml>",
+        "now": svc.clock.now(),
+    }
+
+
+def _in_threads(threads: int, work) -> list:
+    results: list = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def run(t: int) -> None:
+        start.wait()
+        for outcome in work(t):
+            with lock:
+                results.append(outcome)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return results
+
+
+def test_concurrent_callbacks_are_each_stored_and_enqueued_once(svc) -> None:
+    ingester = Ingester(svc)
+    flushes: list[int] = []
+    original = ingester._flush
+    ingester._flush = lambda batch: flushes.append(len(batch)) or original(batch)  # type: ignore[method-assign]
+
+    def work(t: int):
+        for n in range(25):
+            yield ingester.ingest(**_row(svc, f"k{t}-{n}"))
+        yield ingester.ingest(**_row(svc, f"k{t}-0"))  # a retry of this thread's first event
+
+    stored = _in_threads(16, work)
+
+    assert len(stored) == 16 * 26
+    assert sum(s.is_new for s in stored) == 400
+    with svc.sessions() as session:
+        assert inbox.delivery_totals(session) == (400, 416)
+    job_ids = queue(EVENTS, svc.redis).job_ids
+    assert sorted(job_ids) == sorted(event_job_id(s.id, 1) for s in stored if s.is_new)
+    assert sum(flushes) == 416 and len(flushes) < 416  # concurrent requests shared commits
+
+
+def test_a_row_that_cannot_be_stored_fails_alone(svc) -> None:
+    ingester = Ingester(svc)
+
+    def work(t: int):
+        # Thread 0 sends an event time no BIGINT column can hold.
+        row = _row(svc, f"bad{t}", event_time=2**70) if t == 0 else _row(svc, f"good{t}")
+        try:
+            yield ("stored", ingester.ingest(**row).id)
+        except NotStored:
+            yield ("refused", t)
+
+    outcomes = _in_threads(8, work)
+
+    assert ("refused", 0) in outcomes
+    assert sum(1 for kind, _ in outcomes if kind == "stored") == 7
+    with svc.sessions() as session:
+        assert inbox.delivery_totals(session) == (7, 7)
+    assert queue(EVENTS, svc.redis).count == 7
+
+
+def test_with_redis_gone_callbacks_are_stored_and_left_to_the_sweeper(svc, redis_url: str) -> None:
+    proxy = RedisProxy(redis_url)  # never started: every connection is refused
+    try:
+        offline = replace(svc)
+        offline.__dict__["web_redis"] = connect(proxy.url, fail_fast=True)
+        ingester = Ingester(offline)
+        stored = _in_threads(8, lambda t: (ingester.ingest(**_row(svc, f"r{t}-{n}")) for n in range(3)))
+        assert len(stored) == 24 and all(s.is_new for s in stored)
+        assert offline.enqueue_paused_until > svc.clock.time()
+        with svc.sessions() as session:
+            assert inbox.status_counts(session)["received"] == 24
+        assert queue(EVENTS, svc.redis).count == 0
+    finally:
+        proxy.close()
+
+
+def test_nothing_is_acknowledged_when_the_database_is_down(svc, poster) -> None:
+    from app.store.db import make_engine
+
+    working = svc.engine
+    svc.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/unreachable")
+    try:
+        response = poster.post(
+            (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
+        )
+    finally:
+        svc.engine.dispose()
+        svc.engine = working
+    assert response.status_code == 503  # not stored, so not acknowledged: WeCom delivers it again
+    with svc.sessions() as session:
+        assert inbox.delivery_totals(session) == (0, 0)
+    assert queue(EVENTS, svc.redis).count == 0
