@@ -5,6 +5,7 @@ the app did. JSON in, JSON out; a bad request answers 400 with {"error": ...}.""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -12,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from app.sandbox.errors import ApiError, SandboxError
 from app.sandbox.platform import Emission
 from app.sandbox.runtime import Sandbox, current_sandbox
+from app.sandbox.state import SandboxState
 
 control = Blueprint("sandbox_control", __name__, url_prefix="/sandbox")
 
@@ -148,31 +150,28 @@ def seed() -> Response:
     return jsonify(_seed(current_sandbox(), _body()))
 
 
-@control.route("/employees", methods=["GET", "POST"])
-def employees() -> Response:
+def _seed_or_list(key: str, records: Callable[[SandboxState], Iterable[Any]]) -> Response:
+    """POST seeds more of one kind (same body as /seed under ``key``); GET lists what there is."""
     sandbox = current_sandbox()
     if request.method == "POST":
-        return jsonify(_seed(sandbox, {"employees": _items(_body(), "employees")})["employees"])
+        return jsonify(_seed(sandbox, {key: _items(_body(), key)})[key])
     with sandbox.state.lock:
-        return jsonify([dataclasses.asdict(e) for e in sandbox.state.employees.values()])
+        return jsonify([dataclasses.asdict(record) for record in records(sandbox.state)])
+
+
+@control.route("/employees", methods=["GET", "POST"])
+def employees() -> Response:
+    return _seed_or_list("employees", lambda state: state.employees.values())
 
 
 @control.route("/contact_ways", methods=["GET", "POST"])
 def contact_ways() -> Response:
-    sandbox = current_sandbox()
-    if request.method == "POST":
-        return jsonify(_seed(sandbox, {"contact_ways": _items(_body(), "contact_ways")})["contact_ways"])
-    with sandbox.state.lock:
-        return jsonify([dataclasses.asdict(w) for w in sandbox.state.contact_ways.values()])
+    return _seed_or_list("contact_ways", lambda state: state.contact_ways.values())
 
 
 @control.route("/tags", methods=["GET", "POST"])
 def tags() -> Response:
-    sandbox = current_sandbox()
-    if request.method == "POST":
-        return jsonify(_seed(sandbox, {"tag_groups": _items(_body(), "tag_groups")})["tag_groups"])
-    with sandbox.state.lock:
-        return jsonify([dataclasses.asdict(g) for g in sandbox.state.tag_groups.values()])
+    return _seed_or_list("tag_groups", lambda state: state.tag_groups.values())
 
 
 # -- acting as WeCom users ------------------------------------------------------------------
