@@ -23,6 +23,7 @@ from app.config import SANDBOX_CREDENTIALS
 from app.redis_client import connect, embedded_redis_url, stop_embedded
 from app.store import migrate
 from app.store.db import make_engine
+from app.store.models import Base
 from app.wecom.crypto import CallbackCrypto
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -74,8 +75,8 @@ def migrated_database(database_url: str) -> str:
 def clean_state(migrated_database: str, redis_url: str) -> Iterator[None]:
     engine = make_engine(migrated_database)
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM interactions"))
-        conn.execute(text("DELETE FROM inbox_events"))
+        for table in reversed(Base.metadata.sorted_tables):  # children before parents
+            conn.execute(table.delete())
     engine.dispose()
     client = connect(redis_url)
     client.flushdb()
