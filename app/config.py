@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,8 @@ class Settings(BaseModel):
     WECOM_RATE_LIMIT_MAX_WAIT: float = 10.0
 
     HQ_API_TOKEN: str = ""
+    PUBLIC_BASE_URL: str = "http://localhost:5000"
+    PHONE_HASH_KEY: str = ""
 
     CALLBACK_MAX_BYTES: int = 64 * 1024
     JOB_TIMEOUT: int = 180
@@ -110,6 +113,18 @@ class Settings(BaseModel):
     @property
     def bot_aes_key(self) -> str:
         return self.WECOM_BOT_AES_KEY or self.WECOM_AES_KEY
+
+    @property
+    def phone_hash_key(self) -> bytes:
+        """Key of the phone-number HMAC. Without PHONE_HASH_KEY it is derived from the AES key,
+        so it is secret but changes if that key is rotated: set PHONE_HASH_KEY in production."""
+        if self.PHONE_HASH_KEY:
+            return self.PHONE_HASH_KEY.encode()
+        return hashlib.sha256(b"dealer-scrm phone hash:" + self.WECOM_AES_KEY.encode()).digest()
+
+    def public_url(self, path: str) -> str:
+        """An absolute link to this server (cards sent to advisors link back here)."""
+        return self.PUBLIC_BASE_URL.rstrip("/") + "/" + path.lstrip("/")
 
     @property
     def retry_intervals(self) -> list[int]:

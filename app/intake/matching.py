@@ -145,7 +145,15 @@ class Roster:
             for model in dealer.models:
                 self._by_model.setdefault(model, []).append(dealer)
 
-    def match(self, customer: Customer, loads: Mapping[str, Load], runners_up: int = 3) -> Match:
+    def match(
+        self,
+        customer: Customer,
+        loads: Mapping[str, Load],
+        runners_up: int = 3,
+        exclude: Mapping[str, str] | None = None,
+    ) -> Match:
+        """``exclude``: advisors ruled out by the caller, with the reason (e.g. a transfer to
+        them failed); they are reported in ``excluded`` like the engine's own filters."""
         territory, rerouted, reason = self._territory(customer)
         if not territory:
             return Match(None, [], (), False, reason)
@@ -154,7 +162,7 @@ class Roster:
         for dealer in territory:
             for advisor in self.advisors_by_dealer[dealer.code]:
                 load = loads.get(advisor.userid, _NO_LOAD)
-                why_not = _filtered_out(advisor, load)
+                why_not = (exclude or {}).get(advisor.userid) or _filtered_out(advisor, load)
                 if why_not:
                     excluded[advisor.userid] = why_not
                     continue
@@ -166,6 +174,12 @@ class Roster:
         scored.sort(key=lambda item: item[:3])
         ranked = [item[3] for item in scored]
         return Match(ranked[0], ranked[1 : 1 + runners_up], codes, rerouted, reason, excluded)
+
+    def candidates(self, customer: Customer) -> list[str]:
+        """The advisors ``match`` would consider for this customer: the caller fetches only
+        their load."""
+        territory, _, _ = self._territory(customer)
+        return [advisor.userid for dealer in territory for advisor in self.advisors_by_dealer[dealer.code]]
 
     # -- territory ---------------------------------------------------------------------------
 

@@ -36,6 +36,30 @@ def _recipients(call: Call) -> tuple[list[str], list[str], list[str]]:
     return valid, invalid, bad_parties
 
 
+DUPLICATE_CHECK_DEFAULT_SECONDS = 1800
+DUPLICATE_CHECK_MAX_SECONDS = 4 * 3600
+
+
+def _recent_duplicate(
+    call: Call, users: list[str], msgtype: str, content: Any, now: int
+) -> SentAppMessage | None:
+    if not call.body.get("enable_duplicate_check"):
+        return None
+    interval = call.body.get("duplicate_check_interval") or DUPLICATE_CHECK_DEFAULT_SECONDS
+    if (
+        not isinstance(interval, int)
+        or isinstance(interval, bool)
+        or not 0 < interval <= DUPLICATE_CHECK_MAX_SECONDS
+    ):
+        raise ApiError(40058, f"duplicate_check_interval must be 1-{DUPLICATE_CHECK_MAX_SECONDS} seconds")
+    for sent in reversed(call.state.app_messages):
+        if now - sent.sent_at > interval:
+            break
+        if sent.msgtype == msgtype and sent.content == content and sent.touser == users:
+            return sent
+    return None
+
+
 @api("message/send", "POST")
 def send_message(call: Call) -> dict[str, Any]:
     agentid = call.body.get("agentid")
@@ -57,10 +81,15 @@ def send_message(call: Call) -> dict[str, Any]:
     totag = call.text("totag", required=False)
     if not valid:
         raise ApiError(81013)
-    msgid = call.state.ids.app_msgid()
-    call.state.app_messages.append(
-        SentAppMessage(msgid, int(agentid), valid, msgtype, content, call.state.now())
-    )
+    now = call.state.now()
+    duplicate = _recent_duplicate(call, valid, msgtype, content, now)
+    if duplicate is not None:
+        # enable_duplicate_check: the same content to the same people within the interval is
+        # not sent again; WeCom answers as if it were, with the first message's id.
+        msgid = duplicate.msgid
+    else:
+        msgid = call.state.ids.app_msgid()
+        call.state.app_messages.append(SentAppMessage(msgid, int(agentid), valid, msgtype, content, now))
     answer = {
         "invaliduser": "|".join(invalid_users),
         "invalidparty": "|".join(invalid_parties),
