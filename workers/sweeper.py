@@ -71,7 +71,9 @@ def sweep(svc: Services, *, force: bool = False, batch: int = 500) -> SweepResul
                 generation = inbox.bump_generation(session, row.id, row.job_generation, svc.clock.now())
             if generation is None:  # someone else re-enqueued it meanwhile
                 continue
-            enqueue_event(connection, svc.settings, row.id, generation)
+            # A late add may still have a live welcome code: let it jump the queue.
+            urgent = row.event_type.endswith(":add_external_contact")
+            enqueue_event(connection, svc.settings, row.id, generation, urgent=urgent)
             result.enqueued += 1
         if len(rows) < batch:
             return result

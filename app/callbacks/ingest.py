@@ -40,6 +40,7 @@ class NotStored(Exception):
 @dataclass
 class _Ticket:
     row: dict[str, Any]
+    urgent: bool = False
     stored: inbox.Stored | None = None
     error: Exception | None = None
     done: bool = False
@@ -52,11 +53,11 @@ class Ingester:
     _flushing: bool = False
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def ingest(self, **row: Any) -> inbox.Stored:
-        """Store one callback (``inbox.store_delivery``'s keyword arguments) and enqueue its job.
-        Returns once the row is committed; raises NotStored when it could not be, so the caller
-        answers with an error and WeCom delivers the event again."""
-        ticket = _Ticket(row)
+    def ingest(self, urgent: bool = False, **row: Any) -> inbox.Stored:
+        """Store one callback (``inbox.store_delivery``'s keyword arguments) and enqueue its job
+        (on the high queue when ``urgent``). Returns once the row is committed; raises NotStored
+        when it could not be, so the caller answers with an error and WeCom delivers it again."""
+        ticket = _Ticket(row, urgent)
         with self._cond:
             self._pending.append(ticket)
         while True:
@@ -94,7 +95,8 @@ class Ingester:
                     self._store([item])
                 except Exception as single:
                     item.error = single
-        self._enqueue([item.stored for item in batch if item.stored is not None and item.stored.is_new])
+        new = [item for item in batch if item.stored is not None and item.stored.is_new]
+        self._enqueue([item.stored for item in new], {item.stored.id for item in new if item.urgent})
 
     def _store(self, items: list[_Ticket]) -> None:
         with self.svc.engine.begin() as conn:
@@ -103,12 +105,12 @@ class Ingester:
         for item, stored in zip(items, results, strict=True):
             item.stored = stored
 
-    def _enqueue(self, stored: list[inbox.Stored]) -> None:
+    def _enqueue(self, stored: list[inbox.Stored], urgent: set[int]) -> None:
         svc = self.svc
         if not stored or svc.clock.time() < svc.enqueue_paused_until:
             return
         try:
-            enqueue_events(svc.web_redis, svc.settings, [(s.id, s.job_generation) for s in stored])
+            enqueue_events(svc.web_redis, svc.settings, [(s.id, s.job_generation) for s in stored], urgent)
         except redis.RedisError as exc:
             svc.enqueue_paused_until = svc.clock.time() + REDIS_BACKOFF_SECONDS
             log.error(

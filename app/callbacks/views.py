@@ -70,6 +70,7 @@ def _receive(app_name: str) -> Response:
 
     try:
         stored = svc.ingester.ingest(
+            urgent=bool(event.fields.get("WelcomeCode")),
             source=app_name,
             dedup_key=event.dedup_key,
             event_type=event.event_type,

@@ -10,7 +10,7 @@ from app.config import SANDBOX_CREDENTIALS
 from app.store import inbox
 from app.wecom.crypto import CallbackCrypto, signature
 from tests.conftest import FIXTURES
-from workers.queues import EVENTS, queue
+from workers.queues import EVENTS, HIGH, queue
 
 ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
 TOKEN = SANDBOX_CREDENTIALS["WECOM_TOKEN"]
@@ -207,7 +207,7 @@ def test_a_retried_event_is_stored_once_and_enqueued_once(poster, svc) -> None:
     assert poster.post(ADD, timestamp="1700000011").data == b"success"
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (1, 3)
-    assert queue(EVENTS, svc.redis).count == 1
+    assert queue(HIGH, svc.redis).count == 1  # an add with a WelcomeCode jumps the queue
 
 
 def test_two_customers_adding_one_advisor_in_the_same_second_are_two_events(poster, svc) -> None:
@@ -217,7 +217,14 @@ def test_two_customers_adding_one_advisor_in_the_same_second_are_two_events(post
     poster.post(second)
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (2, 2)
-    assert queue(EVENTS, svc.redis).count == 2
+    assert queue(HIGH, svc.redis).count == 2
+
+
+def test_only_events_with_a_welcome_code_go_to_the_high_queue(poster, svc) -> None:
+    poster.post(ADD)
+    poster.post(ADD.replace("WelcomeCode", "NotAWelcomeCode").replace("mAAAA", "mCCCC"))
+    poster.post((FIXTURES / "events" / "change_external_contact__edit_external_contact.xml").read_text())
+    assert (queue(HIGH, svc.redis).count, queue(EVENTS, svc.redis).count) == (1, 2)
 
 
 def test_the_same_message_id_to_the_bot_is_one_event(poster, svc) -> None:
