@@ -1,0 +1,554 @@
+"""Lead import (线索导入): validate each lead, store it once, give it an advisor, tell the advisor;
+later, link it to the WeCom customer who added that advisor.
+
+Each row is imported on its own: a bad row gets its errors and never blocks the others.
+
+1. Validate (``LeadIn``): fields, a Chinese mobile number, a known dealer and model.
+2. Store once: ``lead_key`` (the source's id, else the source plus the phone hash or unionid and
+   the model) is unique, so importing the same lead again changes nothing and is reported as a
+   duplicate. Only the phone's keyed hash and its masked form are kept.
+3. Assign: ``assign.decide`` (one stable decision per lead, in the effects ledger), the assignment
+   row, the lead's status and the ``lead_imported`` / ``assigned`` interactions in one transaction.
+4. Enqueue the advisor's card (``workers.lead_jobs.notify_lead_advisor``).
+
+The lead is committed before step 3 (the decision is written by its own transaction, which on
+SQLite cannot run inside another writer's). A lead left ``new`` by a crash between the two is
+finished by the next import of the same lead, which also enqueues a card that never went out.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from rq import Queue
+from rq.job import Job
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.intake import assign, matching, phones
+from app.intake import state as states
+from app.services import Services
+from app.store import effects, interactions
+from app.store.interactions import NewInteraction
+from app.store.models import Advisor, Assignment, Dealer, Lead, LeadStatus
+from workers.queues import DEFAULT, queue, retry_policy
+
+CREATED, DUPLICATE, INVALID = "created", "duplicate", "invalid"
+
+LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read aloud or typed safely
+LINK_LENGTH = 10
+CARD_JOB = "workers.lead_jobs.notify_lead_advisor"
+SEGMENT = "prospect"  # an imported lead has not bought yet
+
+_SOURCE = re.compile(r"^[a-z0-9_-]{1,32}$")
+_CAMPAIGN = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Dealer codes and the models dealers sell, as stored now; keys are lower-case so ``rav4``
+    finds ``RAV4`` (the stored spelling is what the lead gets)."""
+
+    dealers: dict[str, str]
+    models: dict[str, str]
+
+    @classmethod
+    def load(cls, session: Session) -> Catalogue:
+        dealers: dict[str, str] = {}
+        models: dict[str, str] = {}
+        for code, sold in session.execute(select(Dealer.code, Dealer.models)):
+            dealers[code.lower()] = code
+            for model in sold or []:
+                models.setdefault(model.lower(), model)
+        return cls(dealers, models)
+
+
+class LeadIn(BaseModel):
+    """One lead as a source sends it (JSON object or CSV row)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+    source: str | None = Field(default=None, validate_default=True)
+    external_ref: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=64)
+    phone: str | None = None
+    unionid: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=64)
+    dealer: str | None = Field(default=None, max_length=32)
+    budget: str | None = Field(default=None, max_length=32)
+    intent: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    campaign: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("is required (e.g. cdp, autohome, dongchedi, website)")
+        value = value.lower()
+        if not _SOURCE.match(value):
+            raise ValueError("must be 1-32 of a-z 0-9 _ -")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return None if value is None else phones.normalise(value)
+
+    @field_validator("campaign")
+    @classmethod
+    def _campaign(cls, value: str | None) -> str | None:
+        if value is not None and not _CAMPAIGN.match(value):
+            raise ValueError("must be 1-24 of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("dealer")
+    @classmethod
+    def _dealer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        catalogue = info.context
+        if value is None or not isinstance(catalogue, Catalogue):
+            return value
+        if value.lower() not in catalogue.dealers:
+            raise ValueError(f"unknown dealer {value!r}")
+        return catalogue.dealers[value.lower()]
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        catalogue = info.context
+        if value is None or not isinstance(catalogue, Catalogue):
+            return value
+        if value.lower() not in catalogue.models:
+            raise ValueError(f"unknown model {value!r}: no dealer sells it")
+        return catalogue.models[value.lower()]
+
+    @model_validator(mode="after")
+    def _identified(self) -> LeadIn:
+        if not (self.phone or self.unionid or self.external_ref):
+            raise ValueError("needs a phone, a unionid or an external_ref")
+        return self
+
+
+def validation_errors(exc: ValidationError) -> list[str]:
+    """``field: message`` per error. Never quotes the input (it may be a phone number)."""
+    out = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "lead"
+        message = error["msg"].removeprefix("Value error, ")
+        out.append(f"{where}: {message}")
+    return out
+
+
+def lead_key(lead: LeadIn, phone_hash: str | None) -> str:
+    """What makes a re-import of the same lead a duplicate."""
+    if lead.external_ref:
+        return f"{lead.source}:{lead.external_ref}"
+    if phone_hash:
+        return f"{lead.source}:phone:{phone_hash}:{lead.model or '-'}"
+    return f"{lead.source}:unionid:{lead.unionid}:{lead.model or '-'}"
+
+
+def new_link_token() -> str:
+    return "".join(secrets.choice(LINK_ALPHABET) for _ in range(LINK_LENGTH))
+
+
+def lead_state(lead: Lead) -> str:
+    """The contact-way state of the lead's personal QR code (``ld.<token>``)."""
+    return states.for_lead(lead.link_token)
+
+
+# -- import ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RowResult:
+    row: int
+    status: str  # created | duplicate | invalid
+    lead_id: int | None = None
+    advisor: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "status": self.status,
+            "lead_id": self.lead_id,
+            "advisor": self.advisor,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class ImportReport:
+    results: list[RowResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def created(self) -> int:
+        return self.count(CREATED)
+
+    @property
+    def duplicates(self) -> int:
+        return self.count(DUPLICATE)
+
+    @property
+    def invalid(self) -> int:
+        return self.count(INVALID)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": [r.to_json() for r in self.results],
+            "created": self.created,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+        }
+
+
+def import_leads(
+    svc: Services,
+    rows: Iterable[tuple[int, Any]],
+    *,
+    default_source: str | None = None,
+    on_result: Callable[[RowResult], None] | None = None,
+) -> ImportReport:
+    """Import ``(row number, fields)`` pairs; every row gets its own outcome. ``default_source``
+    fills rows without a source; ``on_result(RowResult)`` is called as each row finishes."""
+    with svc.sessions() as session:
+        catalogue = Catalogue.load(session)
+    report = ImportReport()
+    for number, fields in rows:
+        result = import_one(svc, number, fields, catalogue, default_source=default_source)
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return report
+
+
+def import_one(
+    svc: Services,
+    number: int,
+    fields: Any,
+    catalogue: Catalogue,
+    *,
+    default_source: str | None = None,
+) -> RowResult:
+    if not isinstance(fields, Mapping):
+        return RowResult(number, INVALID, errors=["lead: must be an object of lead fields"])
+    data = dict(fields)
+    if default_source and not (isinstance(data.get("source"), str) and data["source"].strip()):
+        data["source"] = default_source
+    try:
+        lead = LeadIn.model_validate(data, context=catalogue)
+    except ValidationError as exc:
+        return RowResult(number, INVALID, errors=validation_errors(exc))
+    lead_id, created = _store(svc, lead)
+    advisor = _assign(svc, lead_id)
+    return RowResult(number, CREATED if created else DUPLICATE, lead_id, advisor)
+
+
+def _insert_stmt(session: Session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _store(svc: Services, lead: LeadIn) -> tuple[int, bool]:
+    """Insert the lead unless its key is stored; return (id, whether it is new)."""
+    phone_hash = phones.phone_hash(svc.settings, lead.phone) if lead.phone else None
+    key = lead_key(lead, phone_hash)
+    now = svc.clock.now()
+    table = Lead.__table__
+    for _ in range(5):
+        with svc.sessions.begin() as session:
+            new_id = session.scalar(
+                _insert_stmt(session)(table)
+                .values(
+                    lead_key=key,
+                    source=lead.source,
+                    external_ref=lead.external_ref,
+                    name=lead.name or "",
+                    phone_hash=phone_hash,
+                    phone_masked=phones.mask(lead.phone) if lead.phone else None,
+                    unionid=lead.unionid,
+                    model=lead.model,
+                    city=lead.city,
+                    dealer_code=lead.dealer,
+                    budget=lead.budget,
+                    intent=lead.intent,
+                    campaign=lead.campaign,
+                    link_token=new_link_token(),
+                    status=LeadStatus.NEW,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()  # the key (a duplicate) or, rarely, the link token
+                .returning(table.c.id)
+            )
+            if new_id is not None:
+                return new_id, True
+            existing = session.scalar(select(table.c.id).where(table.c.lead_key == key))
+            if existing is not None:
+                return existing, False
+        # The random link token was taken: draw another.
+    raise RuntimeError("could not draw an unused lead link token in 5 tries")
+
+
+def _assign(svc: Services, lead_id: int) -> str | None:
+    """Give a new lead its advisor (stable: the ledger keeps the decision), write the assignment
+    and the interactions, enqueue the card. A lead that is past ``new`` is left as it is."""
+    with svc.sessions() as session:
+        lead = session.get(Lead, lead_id)
+    assert lead is not None
+    if lead.status != LeadStatus.NEW:
+        _ensure_card(svc, lead)
+        return lead.advisor_userid
+    key = f"lead:{lead_id}"
+    decision = assign.decide(
+        svc,
+        key,
+        matching.Customer(
+            dealer_code=lead.dealer_code,
+            city=lead.city,
+            model=lead.model,
+            intent=lead.intent,
+            segment=SEGMENT,
+        ),
+    )
+    now = svc.clock.now()
+    with svc.sessions.begin() as session:
+        lead = session.get(Lead, lead_id, with_for_update=True)
+        assert lead is not None
+        if lead.status != LeadStatus.NEW:  # a concurrent import of the same lead finished it
+            return lead.advisor_userid
+        assign.record(session, key, decision, reason="lead", status="assigned", now=now, lead_id=lead_id)
+        if decision.advisor:
+            lead.status = LeadStatus.ASSIGNED
+            lead.advisor_userid = decision.advisor
+            lead.dealer_code = decision.dealer
+        else:
+            lead.status = LeadStatus.UNASSIGNED
+        lead.updated_at = now
+        interactions.append(session, _interactions(lead, decision, now), now)
+    if lead.advisor_userid:
+        enqueue_card(svc, lead_id)
+    return lead.advisor_userid
+
+
+def _interactions(lead: Lead, decision: assign.Decision, now: datetime) -> list[NewInteraction]:
+    imported = NewInteraction(
+        kind="lead_imported",
+        occurred_at=now,
+        dedup_key=f"lead:{lead.id}:imported",
+        advisor_userid=lead.advisor_userid,
+        dealer_code=lead.dealer_code,
+        payload={
+            "lead_id": lead.id,
+            "source": lead.source,
+            "external_ref": lead.external_ref,
+            "model": lead.model,
+            "city": lead.city,
+            "campaign": lead.campaign,
+            "phone_masked": lead.phone_masked,
+        },
+    )
+    assigned = NewInteraction(
+        kind="assigned" if decision.advisor else "unassigned",
+        occurred_at=now,
+        dedup_key=f"lead:{lead.id}:assigned",
+        advisor_userid=decision.advisor,
+        dealer_code=decision.dealer or lead.dealer_code,
+        payload={
+            "subject": "lead",
+            "lead_id": lead.id,
+            "score": decision.score,
+            "explanation": decision.explanation,
+        },
+    )
+    return [imported, assigned]
+
+
+# -- the advisor's card ---------------------------------------------------------------------------
+
+
+def card_job_id(lead_id: int) -> str:
+    return f"lead-card-{lead_id}"
+
+
+def card_effect_key(lead_id: int) -> str:
+    return f"lead-card:{lead_id}"
+
+
+def enqueue_card(svc: Services, lead_id: int) -> None:
+    settings = svc.settings
+    data = Queue.prepare_data(
+        CARD_JOB,
+        args=(lead_id,),
+        job_id=card_job_id(lead_id),
+        timeout=settings.JOB_TIMEOUT,
+        retry=retry_policy(settings),
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"send the card of lead {lead_id} to its advisor",
+    )
+    with svc.redis.pipeline() as pipe:
+        queue(DEFAULT, svc.redis).enqueue_many([data], pipeline=pipe)
+        pipe.execute()
+
+
+def _ensure_card(svc: Services, lead: Lead) -> None:
+    """Enqueue the card again if it was never sent and no job for it is known to Redis (the
+    enqueue was lost, or a failed job's record expired)."""
+    if lead.status not in (LeadStatus.ASSIGNED, LeadStatus.LINKED) or not lead.advisor_userid:
+        return
+    if effects.recorded(svc.sessions, card_effect_key(lead.id)) is not None:
+        return
+    if Job.exists(card_job_id(lead.id), svc.redis):
+        return
+    enqueue_card(svc, lead.id)
+
+
+SOURCE_LABELS = {"cdp": "CDP", "autohome": "汽车之家", "dongchedi": "懂车帝", "website": "官网"}
+COMPONENT_LABELS = {
+    "model": "车型专长",
+    "language": "语言",
+    "segment": "客群",
+    "persona": "客户画像",
+    "seniority": "资深",
+    "spare_capacity": "空闲度",
+    "acceptance": "接待率",
+    "response": "响应速度",
+}
+
+
+def why(explanation: Mapping[str, Any], top: int = 3) -> str:
+    """The chosen advisor's largest score components: ``空闲度 +11.4 · 车型专长 +3.0``."""
+    chosen = explanation.get("chosen") or {}
+    breakdown = chosen.get("breakdown") or {}
+    parts = sorted(((v, k) for k, v in breakdown.items() if v and v > 0), key=lambda p: (-p[0], p[1]))
+    text = " · ".join(f"{COMPONENT_LABELS.get(k, k)} +{v:.1f}" for v, k in parts[:top])
+    if explanation.get("rerouted"):
+        text = (text + " · " if text else "") + "本店无此车型，转至最近门店"
+    return text or "—"
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    description: str
+    url: str
+
+
+def card(settings: Settings, lead: Lead, explanation: Mapping[str, Any]) -> Card:
+    """The advisor's textcard: a pure function of the stored lead and assignment, so a job that
+    runs again sends the same content (WeCom's duplicate check then drops it). Masked phone only."""
+
+    def show(value: Any) -> str:
+        return html.escape(str(value)) if value not in (None, "") else "—"
+
+    intent = f"{lead.intent:g}" if lead.intent is not None else None
+    source = SOURCE_LABELS.get(lead.source, lead.source)
+    campaign = f" · 活动 {lead.campaign}" if lead.campaign else ""
+    description = "".join(
+        [
+            f'<div class="gray">来源：{show(source)}{html.escape(campaign)}</div>',
+            f'<div class="normal">城市：{show(lead.city)} · 预算：{show(lead.budget)}'
+            f" · 意向分：{show(intent)}</div>",
+            f'<div class="normal">手机：{show(lead.phone_masked)}</div>',
+            f'<div class="highlight">分配依据：{html.escape(why(explanation))}</div>',
+        ]
+    )
+    title = f"新线索：{lead.name or '客户'} · {lead.model or '车型未定'}"
+    return Card(title, description, settings.public_url(f"/leads/{lead.id}"))
+
+
+def assignment_for(session: Session, lead_id: int) -> Assignment | None:
+    return session.scalar(select(Assignment).where(Assignment.dedup_key == f"lead:{lead_id}"))
+
+
+# -- linking to the WeCom customer ----------------------------------------------------------------
+
+
+def link_on_add(
+    session: Session,
+    *,
+    external_userid: str,
+    unionid: str | None,
+    state: states.State,
+    advisor_userid: str,
+    now: datetime,
+) -> Lead | None:
+    """The lead a customer who just added ``advisor_userid`` came from: by the lead's personal
+    state (``ld.<token>``), else the most recent open lead with the customer's unionid. It is
+    marked linked to the customer (in the caller's transaction); a lead without an advisor takes
+    the one who was added. None when nothing matches, or when the lead's code was already used by
+    another customer. Calling it again for the same customer returns the same lead, unchanged."""
+    lead: Lead | None = None
+    if state.channel == states.LEAD_CHANNEL and state.lead_token:
+        lead = session.scalar(select(Lead).where(Lead.link_token == state.lead_token).with_for_update())
+    if lead is None and unionid:
+        # The most recent lead of this unionid that is open, or already linked to this customer
+        # (then an earlier call linked it, and this one returns it as it is).
+        lead = session.scalar(
+            select(Lead)
+            .where(
+                Lead.unionid == unionid,
+                or_(
+                    Lead.status.in_((LeadStatus.ASSIGNED, LeadStatus.UNASSIGNED)),
+                    and_(Lead.status == LeadStatus.LINKED, Lead.external_userid == external_userid),
+                ),
+            )
+            .order_by(Lead.created_at.desc(), Lead.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    if lead is None:
+        return None
+    if lead.status == LeadStatus.LINKED:
+        return lead if lead.external_userid == external_userid else None
+    lead.status = LeadStatus.LINKED
+    lead.external_userid = external_userid
+    lead.linked_at = now
+    lead.updated_at = now
+    if not lead.advisor_userid:
+        lead.advisor_userid = advisor_userid
+        dealer = session.scalar(select(Advisor.dealer_code).where(Advisor.userid == advisor_userid))
+        lead.dealer_code = dealer or lead.dealer_code
+    session.flush()
+    return lead
+
+
+def lead_for_customer(session: Session, external_userid: str) -> Lead | None:
+    """The most recent lead linked to this customer."""
+    return session.scalar(
+        select(Lead)
+        .where(Lead.external_userid == external_userid)
+        .order_by(Lead.linked_at.desc(), Lead.id.desc())
+        .limit(1)
+    )
