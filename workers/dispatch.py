@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workers.handlers import contacts
+from workers.handlers import contacts, tags
 from workers.handlers.context import HandlerContext
 
 Handler = Callable[[HandlerContext], None]
@@ -17,19 +17,18 @@ HANDLERS: dict[str, Handler] = {
     "change_external_contact:del_external_contact": contacts.advisor_deleted_customer,
     "change_external_contact:del_follow_user": contacts.customer_deleted_advisor,
     "change_external_contact:transfer_fail": contacts.transfer_failed,
+    "change_external_tag:create": tags.tag_created_or_updated,
+    "change_external_tag:update": tags.tag_created_or_updated,
+    "change_external_tag:delete": tags.tag_deleted,
+    "change_external_tag:shuffle": tags.tags_shuffled,
 }
 
 _GROUP_CHATS = "customer group chats are outside Dealer SCRM's scope (one-to-one advisor contact only)"
-_TAGS = "corp tag library sync is not built yet (intake issue); tags are read from WeCom when it is"
 
 IGNORED: dict[str, str] = {
     "change_external_chat:create": _GROUP_CHATS,
     "change_external_chat:update": _GROUP_CHATS,
     "change_external_chat:dismiss": _GROUP_CHATS,
-    "change_external_tag:create": _TAGS,
-    "change_external_tag:update": _TAGS,
-    "change_external_tag:delete": _TAGS,
-    "change_external_tag:shuffle": _TAGS,
     "msg:text": "advisor messages to the bot get keyword replies once SOP cards exist (SOP issue)",
 }
 
