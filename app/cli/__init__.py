@@ -32,13 +32,16 @@ cli = ScrmGroup(
 
 
 def _register() -> None:
-    from app.cli import db, demo, inbox, sandbox, worker
+    from app.cli import db, demo, inbox, leads, roster, sandbox, tags, worker
 
     cli.add_command(db.db)
     cli.add_command(inbox.inbox)
     cli.add_command(worker.worker)
     cli.add_command(sandbox.sandbox)
     cli.add_command(demo.demo)
+    cli.add_command(roster.roster)
+    cli.add_command(tags.tags)
+    cli.add_command(leads.leads)
 
 
 _register()

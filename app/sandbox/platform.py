@@ -92,11 +92,13 @@ class Platform:
         welcome_code: bool = True,
         wait: bool = True,
         duplicate: bool = False,
+        unionid: str = "",
     ) -> Emission:
         """A customer adds an advisor, by scanning a contact way (``config_id``: its advisor and
         state) or directly (``userid`` and ``state``). A new customer gets a fresh external_userid;
         pass ``external_userid`` for a known customer adding one more advisor. ``welcome_code``
-        False leaves WelcomeCode out (an admin-configured welcome message exists)."""
+        False leaves WelcomeCode out (an admin-configured welcome message exists). ``unionid``: the
+        customer's WeChat unionid (WeCom returns it when the corp has a bound official account)."""
         with self.state.lock:
             if config_id:
                 userid, state = self._pick_from_contact_way(config_id)
@@ -109,7 +111,9 @@ class Platform:
                 raise SandboxError("state is at most 30 characters")
             if external_userid is None:
                 external_userid = self.state.ids.external_userid()
-                customer = Customer(external_userid, name or f"客户{len(self.state.customers) + 1}")
+                customer = Customer(
+                    external_userid, name or f"客户{len(self.state.customers) + 1}", unionid=unionid
+                )
                 self.state.customers[external_userid] = customer
             elif external_userid not in self.state.customers:
                 raise SandboxError(f"unknown customer {external_userid!r}")

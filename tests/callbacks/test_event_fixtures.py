@@ -13,26 +13,31 @@ EVENTS = FIXTURES / "events"
 
 # fixture file → (final inbox status, interaction kind written, or None)
 EXPECTED: dict[str, tuple[str, str | None]] = {
-    "change_external_contact__add_external_contact": (InboxStatus.DONE, "added"),
-    "change_external_contact__add_half_external_contact": (InboxStatus.DONE, "added_unconfirmed"),
-    "change_external_contact__edit_external_contact": (InboxStatus.DONE, "edited"),
-    "change_external_contact__del_external_contact": (InboxStatus.DONE, "deleted"),
-    "change_external_contact__del_follow_user": (InboxStatus.DONE, "churned"),
-    "change_external_contact__transfer_fail": (InboxStatus.DONE, "transfer_failed"),
     "change_external_chat__create": (InboxStatus.IGNORED, None),
     "change_external_chat__update": (InboxStatus.IGNORED, None),
     "change_external_chat__dismiss": (InboxStatus.IGNORED, None),
-    "change_external_tag__create": (InboxStatus.IGNORED, None),
-    "change_external_tag__create__realworld_no_strategy": (InboxStatus.IGNORED, None),
-    "change_external_tag__update": (InboxStatus.IGNORED, None),
-    "change_external_tag__delete": (InboxStatus.IGNORED, None),
-    "change_external_tag__shuffle": (InboxStatus.IGNORED, None),
     "msg__text": (InboxStatus.IGNORED, None),
 }
 
 
 # Fixtures whose handlers call WeCom are tested, one test per fixture, beside their handlers.
-TESTED_ELSEWHERE: dict[str, str] = {}
+TESTED_ELSEWHERE: dict[str, str] = {
+    f"change_external_contact__{change}": "tests/intake/test_contact_events.py"
+    for change in (
+        "add_external_contact",
+        "add_half_external_contact",
+        "edit_external_contact",
+        "del_external_contact",
+        "del_follow_user",
+        "transfer_fail",
+    )
+}
+TESTED_ELSEWHERE.update(
+    {
+        f"change_external_tag__{change}": "tests/intake/test_tag_events.py"
+        for change in ("create", "create__realworld_no_strategy", "update", "delete", "shuffle")
+    }
+)
 
 
 def test_every_fixture_has_an_expectation() -> None:

@@ -12,7 +12,7 @@ from tests.conftest import FIXTURES, CallbackPoster, invoke_cli, run_worker
 from tests.support.redis_proxy import RedisProxy
 from workers.sweeper import sweep
 
-ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
+CHURN = (FIXTURES / "events/change_external_contact__del_follow_user.xml").read_text()
 
 
 @pytest.fixture()
@@ -31,7 +31,7 @@ def proxied_app(app_config, clean_state, proxy: RedisProxy):
 
 
 def _customer(n: int) -> str:
-    return ADD.replace("woAJ2GCAAAXtWyujaWJHDDGi0mAAAA", f"wmCustomer{n:020d}")
+    return CHURN.replace("woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA", f"wmCustomer{n:020d}")
 
 
 def test_redis_down_then_back(proxied_app, proxy: RedisProxy, wecom, clock) -> None:
@@ -65,7 +65,7 @@ def test_redis_down_then_back(proxied_app, proxy: RedisProxy, wecom, clock) -> N
 
 
 def test_a_fresh_event_is_left_to_its_own_job_by_the_sweeper(app, poster, svc, clock) -> None:
-    poster.post(ADD)
+    poster.post(CHURN)
     assert sweep(svc).enqueued == 0  # within the grace period: its own job is queued
     clock.advance(timedelta(seconds=svc.settings.INBOX_SWEEP_GRACE + 1))
     result = sweep(svc)

@@ -18,12 +18,12 @@ from tests.conftest import FIXTURES
 from tests.support.subprocess_env import ROOT, scrm_env
 from workers.sweeper import sweep
 
-EDIT = (FIXTURES / "events/change_external_contact__edit_external_contact.xml").read_text()
+CHURN = (FIXTURES / "events/change_external_contact__del_follow_user.xml").read_text()
 
 
 @pytest.mark.slow
 def test_worker_killed_mid_job(poster, work, svc, clock, tmp_path: Path) -> None:
-    poster.post(EDIT)
+    poster.post(CHURN)
     marker = tmp_path / "handler-started"
     env = scrm_env(svc, tmp_path, JOB_TIMEOUT="30", SLOW_HANDLER_MARKER=str(marker))
     worker = subprocess.Popen(

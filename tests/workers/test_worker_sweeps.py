@@ -13,13 +13,13 @@ from app.store import inbox, interactions
 from tests.conftest import FIXTURES
 from tests.support.subprocess_env import ROOT, scrm_env
 
-ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
+CHURN = (FIXTURES / "events/change_external_contact__del_follow_user.xml").read_text()
 
 
 @pytest.mark.slow
 def test_a_worker_picks_up_events_that_were_never_enqueued(poster, svc, tmp_path: Path) -> None:
     svc.enqueue_paused_until = float("inf")  # as after a Redis failure: store, do not enqueue
-    assert poster.post(ADD).data == b"success"
+    assert poster.post(CHURN).data == b"success"
     with svc.sessions() as session:
         assert inbox.status_counts(session)["received"] == 1
 
