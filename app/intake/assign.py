@@ -90,7 +90,11 @@ class RosterCache:
 
 
 def _roster_version(session: Session) -> tuple[Any, ...]:
-    advisors = session.execute(select(func.count(), func.max(Advisor.updated_at))).one()
+    # Counting active advisors too: a deactivation within the same second as the last change
+    # leaves max(updated_at) where it was.
+    advisors = session.execute(
+        select(func.count(), func.max(Advisor.updated_at), func.count().filter(Advisor.active))
+    ).one()
     dealers = session.execute(select(func.count(), func.max(Dealer.updated_at))).one()
     return (*advisors, *dealers)
 
