@@ -249,3 +249,34 @@ def test_an_expired_welcome_code_is_recorded_not_retried(corp: SandboxServer, sv
         missed = session.scalars(select(Interaction).where(Interaction.kind == "welcome_missed")).one()
     assert event.status == InboxStatus.DONE and event.attempts == 1
     assert missed.payload["status"] == "expired"
+
+
+def test_a_lead_reaches_its_advisor_and_is_linked_when_the_customer_adds_them(
+    corp: SandboxServer, svc, work
+) -> None:
+    from app.intake import leads
+    from app.store.models import Lead
+
+    fields = {"source": "cdp", "external_ref": "L1", "name": "韩梅梅", "phone": "138-0000-0001"}
+    report = leads.import_leads(svc, [(1, {**fields, "model": "RAV4", "dealer": "SH01", "intent": 85})])
+    [result] = report.results
+    assert (result.status, result.advisor) == ("created", "sh_a")
+    work()  # the advisor's card
+    [card] = [m for m in corp.state.app_messages if m.touser == ["sh_a"]]
+    assert "新线索" in card.content["title"] and "138****0001" in card.content["description"]
+    assert "13800000001" not in str(card.content)
+
+    with svc.sessions() as session:
+        state = leads.lead_state(session.get(Lead, result.lead_id))
+    ext = corp.platform.customer_adds(userid="sh_a", state=state).data["external_userid"]
+    work()
+    with svc.sessions() as session:
+        lead = session.get(Lead, result.lead_id)
+        customer = session.get(Customer, ext)
+        assignment = session.scalars(select(Assignment).where(Assignment.external_userid == ext)).one()
+        stored = session.scalars(select(Interaction.payload)).all()
+    assert (lead.status, lead.external_userid) == ("linked", ext)
+    assert (assignment.advisor_userid, assignment.reason, assignment.status) == ("sh_a", "lead", "kept")
+    assert customer.profile["intent"] == 85 and customer.profile["lead_id"] == lead.id
+    assert "lead_linked" in _kinds(svc, ext)
+    assert "13800000001" not in str(stored)
