@@ -205,17 +205,32 @@ class Platform:
 
     # -- transfers ----------------------------------------------------------------------------
 
-    def complete_transfers(self, fail_reason: str | None = None, wait: bool = True) -> list[Emission]:
+    def complete_transfers(
+        self,
+        fail_reason: str | None = None,
+        wait: bool = True,
+        external_userids: list[str] | None = None,
+    ) -> list[Emission]:
         """End every pending transfer_customer, as WeCom does 24 h later. Accepted: the relation
         moves to the takeover advisor and the handover advisor gets del_external_contact with
         Source=DELETE_BY_TRANSFER. Refused (``fail_reason`` customer_refused or
-        customer_limit_exceed): the relation stays and a transfer_fail event is sent."""
+        customer_limit_exceed): the relation stays and a transfer_fail event is sent.
+        ``external_userids``: end only the pending transfers of these customers (the others stay
+        pending), so one call can refuse some customers and another accept the rest."""
         if fail_reason not in (None, "", "customer_refused", "customer_limit_exceed"):
             raise SandboxError("fail_reason is customer_refused or customer_limit_exceed")
+        if isinstance(external_userids, str) or (
+            external_userids is not None and not all(isinstance(e, str) for e in external_userids)
+        ):
+            raise SandboxError("external_userids is a list of external_userid strings")
         emissions = []
         with self.state.lock:
-            pending = list(self.state.transfers.values())
-            self.state.transfers.clear()
+            chosen = None if external_userids is None else set(external_userids)
+            pending = [
+                t for t in self.state.transfers.values() if chosen is None or t.external_userid in chosen
+            ]
+            for transfer in pending:
+                del self.state.transfers[transfer.external_userid]
             moved: list[tuple[PendingTransfer, Relation]] = []
             for transfer in pending:
                 key = (transfer.handover_userid, transfer.external_userid)
