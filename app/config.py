@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.sop import schedule
+
 DEFAULT_WECOM_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
 
 # Credentials the demo and the tests use with the local sandbox. They are the official
@@ -83,6 +85,9 @@ class Settings(BaseModel):
     INBOX_SWEEP_GRACE: int = 30
     LOG_LEVEL: str = "INFO"
 
+    SOP_WORKING_HOURS: str = "09:00-21:00"
+    SOP_QUIET_HOURS: str = "22:00-08:00"
+
     @field_validator("WECOM_API_BASE")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -140,6 +145,16 @@ class Settings(BaseModel):
                 limits[api.strip().strip("/")] = int(value)
         return limits
 
+    @property
+    def sop_working_hours(self) -> schedule.Window:
+        """When SOP steps may fall due (China time); a due time outside moves to the next start."""
+        return schedule.parse_window(self.SOP_WORKING_HOURS, may_wrap=False)
+
+    @property
+    def sop_quiet_hours(self) -> schedule.Window:
+        """When nothing is ever due (China time); may wrap midnight."""
+        return schedule.parse_window(self.SOP_QUIET_HOURS)
+
     def check(self) -> None:
         """Raise ConfigError naming the first variable that stops a safe start."""
         if self.is_production:
@@ -161,6 +176,15 @@ class Settings(BaseModel):
             self.rate_limits  # noqa: B018 - parse now so a typo stops start-up, not a worker later
         except ValueError as exc:
             raise ConfigError(f"WECOM_RATE_LIMITS must look like 'api/path=600,other=100': {exc}") from exc
+        for key in ("SOP_WORKING_HOURS", "SOP_QUIET_HOURS"):
+            try:
+                getattr(self, key.lower())
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+        try:
+            schedule.check_hours(self.sop_working_hours, self.sop_quiet_hours)
+        except ValueError as exc:
+            raise ConfigError(f"SOP_WORKING_HOURS / SOP_QUIET_HOURS: {exc}") from exc
 
 
 def _is_encoding_aes_key(value: str) -> bool:

@@ -286,3 +286,40 @@ class Effect(Base):
     key: Mapped[str] = mapped_column(String(191), primary_key=True)
     result: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+
+# -- SOP cards ------------------------------------------------------------------------------------
+
+
+class SopCardVersion(Base):
+    """One stored version of an SOP card: the validated card (``body``) and its content hash.
+    Versions are never changed or removed; an enrollment pins the version it started with
+    (``sop_card_versions.id``), so editing a card only affects new enrollments."""
+
+    __tablename__ = "sop_card_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    card_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, … per card
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON of body
+    title: Mapped[str] = mapped_column(String(128))
+    body: Mapped[dict[str, Any]]
+    source_path: Mapped[str] = mapped_column(String(255))
+    loaded_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("card_id", "content_hash", name="uq_sop_card_versions_hash"),
+        UniqueConstraint("card_id", "version", name="uq_sop_card_versions_version"),
+    )
+
+
+class SopCard(Base):
+    """Each card's current version: the one new enrollments get. A card edited back to an earlier
+    text points at that earlier version again (no new row: versions are unique by content)."""
+
+    __tablename__ = "sop_cards"
+
+    card_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    current_version_id: Mapped[int] = mapped_column(ForeignKey("sop_card_versions.id"))
+    updated_at: Mapped[datetime]
