@@ -14,7 +14,19 @@ from pathlib import Path
 import pytest
 
 from app.demo.environment import child_environment, demo_settings, in_process_config
-from app.demo.scenario import AdvisorTextsBot, CustomerAddsAdvisor, build_scenario
+from app.demo.scenario import (
+    LEAD_LINK,
+    LEAD_UNIONID,
+    OWN,
+    SHARED,
+    AdvisorTextsBot,
+    CustomerAddsAdvisor,
+    CustomerDeletesAdvisor,
+    build_scenario,
+)
+from app.intake import state as states
+from app.intake.leads import LeadIn
+from app.intake.roster import DEMO_ROSTER, read_roster_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,24 +35,66 @@ def test_scenario_is_deterministic_and_fits_wecom() -> None:
     scenario = build_scenario(200, seed=5)
     assert scenario == build_scenario(200, seed=5)
     assert scenario != build_scenario(200, seed=6)
-    assert len(scenario.dealers) == 3 and len(scenario.advisors) == 12
-    assert all(len(advisor.state) <= 30 for advisor in scenario.advisors)  # WeCom's limit
-    assert len({advisor.state for advisor in scenario.advisors}) == 12
-    assert scenario.duplicates == 11  # 5 % of 220 events
-    actions = [action for phase in scenario.phases for action in phase.actions]
-    assert sum(isinstance(a, CustomerAddsAdvisor) for a in actions) == 200
-    assert all(a.interaction is None for a in actions if isinstance(a, AdvisorTextsBot))
-    assert sum(scenario.expected_interactions().values()) == scenario.events - sum(
-        isinstance(a, AdvisorTextsBot) for a in actions
-    )
+    assert len(scenario.dealers) == 3 and len(scenario.advisors) == 13
+    active = [advisor for advisor in scenario.advisors if advisor.active]
+    assert len(active) == 12 and len({advisor.state for advisor in active}) == 12
+    posters = [state for dealer in scenario.dealers for state in dealer.shared_states]
+    assert len(posters) == 11  # SZ01 does not sell the bZ4X: no poster for it
+    for state in [*posters, *(advisor.state for advisor in active)]:
+        assert len(state) <= states.MAX_LENGTH  # WeCom's limit
+        assert states.parse(state).channel in ("qr", "ad") and states.parse(state).model
+    assert all(states.parse(state).is_shared for state in posters)
+    assert scenario.events == 220 and scenario.duplicates == 11  # 5 % of the scripted events
+    assert scenario.count(CustomerAddsAdvisor) == 200
+    ways = scenario.ways()
+    assert (ways[SHARED], ways[OWN], ways[LEAD_LINK] + ways[LEAD_UNIONID]) == (90, 70, 40)
+    assert 0 < ways[LEAD_UNIONID] < ways[LEAD_LINK]  # a few link by unionid
+    assert scenario.refusals == 14 and sorted(scenario.refusal_order) == [
+        index for index, customer in enumerate(scenario.customers) if customer.way == SHARED
+    ]
+
+
+def test_customers_fit_the_roster() -> None:
+    scenario = build_scenario(200, seed=5)
+    roster = read_roster_file(DEMO_ROSTER)
+    assert [d.code for d in scenario.dealers] == [d.row.code for d in roster.dealers]
+    assert [a.userid for a in scenario.advisors] == [a.row.userid for a in roster.advisors]
+    assert scenario.managers == ("sh01_mgr", "hz01_mgr", "sz01_mgr")
+    for customer in scenario.customers:
+        if customer.way == SHARED:
+            assert customer.model in scenario.dealer(customer.dealer).models
+        elif customer.way == OWN:
+            advisor = scenario.advisor(customer.advisor)
+            assert advisor.active and advisor.model == customer.model and advisor.dealer == customer.dealer
+        else:
+            lead = scenario.leads[customer.lead]
+            assert scenario.customers[lead.customer] == customer and lead.model == customer.model
+            assert lead.unionid or customer.way == LEAD_LINK
+
+
+def test_leads_are_valid_and_some_are_re_routed() -> None:
+    scenario = build_scenario(200, seed=5)
+    assert len(scenario.leads) == 44  # 40 customers' leads and 4 whose customer adds nobody
+    assert sum(lead.customer is None for lead in scenario.leads) == 4
+    for lead in scenario.leads:
+        LeadIn.model_validate(lead.fields())  # what /api/leads validates (dealers and models aside)
+    for field in ("phone", "external_ref"):
+        assert len({getattr(lead, field) for lead in scenario.leads}) == 44
+    unionids = [lead.unionid for lead in scenario.leads if lead.unionid]
+    assert unionids and len(set(unionids)) == len(unionids)
+    cross = [lead for lead in scenario.leads if lead.cross_territory]
+    assert cross and all(lead.model == "BZ4X" and lead.city in ("苏州", "无锡") for lead in cross)
+    assert "BZ4X" not in scenario.dealer("SZ01").models
+    assert any(lead.dealer is None for lead in scenario.leads)  # routed by the city alone
 
 
 def test_a_customer_leaves_at_most_once() -> None:
     scenario = build_scenario(40, seed=1)
     leaving = [
-        action.customer for action in scenario.phases[1].actions if not isinstance(action, AdvisorTextsBot)
+        action.customer for action in scenario.follow_up.actions if not isinstance(action, AdvisorTextsBot)
     ]
     assert leaving and len(leaving) == len(set(leaving))
+    assert scenario.count(CustomerDeletesAdvisor) >= 1
 
 
 def test_children_never_see_the_callers_scrm_settings(tmp_path: Path) -> None:
@@ -78,18 +132,37 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, out + result.stderr
 
     scenario = build_scenario(40, seed=3)
-    expected = sum(scenario.expected_interactions().values())
 
     def number(label: str) -> int:
         found = re.search(rf"^\s+{label}\s+(\d+)", out, re.MULTILINE)
         assert found, f"no '{label}' line in the summary:\n{out}"
         return int(found.group(1))
 
-    assert number("events emitted") == scenario.events
-    assert number("rows stored") == scenario.events
+    emitted = number("events emitted")
+    hand_overs = number("completed") + number("refused")
+    assert emitted == scenario.events + hand_overs  # the scripted events and the hand-overs' ends
+    assert number("rows stored") == emitted
     assert number("deduplicated") >= scenario.duplicates
     assert number("failed") == 0 and number("still pending") == 0
-    assert number("interactions total") == expected
-    assert number("HQ feed items") == expected
+    assert number("customers added") == 40
+    assert number("welcomes sent") == 40 and number("within the code's life") == 40
+    assert number("transfers started") == hand_overs and number("still transferring") == 0
+    assert number("churn alert cards") == scenario.count(CustomerDeletesAdvisor)
+    assert number("leads imported") == len(scenario.leads)
+    assert number("linked") == sum(lead.customer is not None for lead in scenario.leads)
+    assert number("lead cards sent") == len(scenario.leads)
+    total = re.search(r"^\s+total((?:\s+\d+)+)$", out, re.MULTILINE)
+    assert total, out
+    assigned, kept, handed_over, completed, refused, _, alerts, leads, linked, no_capacity = map(
+        int, total.group(1).split()
+    )
+    assert assigned + no_capacity >= 40 and kept + handed_over == assigned
+    assert (completed, refused, alerts) == (
+        number("completed"),
+        number("refused"),
+        number("churn alert cards"),
+    )
+    assert (leads, linked) == (number("leads imported"), number("linked"))
+    assert number("interactions total") == number("HQ feed items") > 0
     assert "FAIL" not in out and "demo OK" in out
     assert not folder.exists()  # removed after a successful run without --keep

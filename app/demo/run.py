@@ -1,6 +1,7 @@
 """The demo from start to end: a fresh instance folder, the embedded Redis, the WeCom sandbox,
-gunicorn and a worker; the callback URLs verified; the scenario played; the summary and its
-checks. Everything started here is stopped here, in reverse order, whatever happens."""
+gunicorn and a worker; the callback URLs verified; the roster imported and the corp seeded; the
+leads posted and the scenario played; the summary and its checks. Everything started here is
+stopped here, in reverse order, whatever happens."""
 
 from __future__ import annotations
 
@@ -15,21 +16,32 @@ from app.config import SANDBOX_CREDENTIALS
 from app.demo import instance, runner
 from app.demo.environment import child_environment, demo_settings, in_process_config
 from app.demo.feed import read_feed
-from app.demo.play import Player
+from app.demo.play import Player, PlayError, PostedLead
 from app.demo.progress import Progress
-from app.demo.report import checks, collect, inbox_pending, inbox_progress, summary_lines
+from app.demo.report import checks, collect, inbox_pending, inbox_progress, interactions_of, summary_lines
 from app.demo.scenario import (
+    LEAD_LINK,
+    LEAD_UNIONID,
+    OWN,
+    SHARED,
+    Action,
     AdvisorDeletesCustomer,
     AdvisorTextsBot,
     CustomerDeletesAdvisor,
     Scenario,
     build_scenario,
 )
+from app.intake.roster import DEMO_ROSTER, ImportSummary
 from app.sandbox import SandboxConfig, SandboxServer, run_sandbox
 from app.services import Services
 
 Echo = Callable[[str], None]
 POLL_SECONDS = 0.2
+# Adds emitted but not processed yet, at most: customers arrive as fast as the server keeps up,
+# so each welcome goes out well within the WelcomeCode's 20 s (200 adds at once would queue the
+# last ones behind everybody else's WeCom calls).
+MAX_ADD_BACKLOG = 40
+MAX_HAND_OVER_ROUNDS = 4  # the handler offers a customer to at most 3 advisors
 
 
 class DemoError(RuntimeError):
@@ -79,10 +91,14 @@ def _run(
     _describe(scenario, echo)
     running = _start(options, scenario, folder, stack, deadline, echo)
     _verify_callback_urls(running.sandbox, echo)
-    finished = _play(running, scenario, deadline, echo)
+    player = Player(running.sandbox, scenario, running.svc, running.web_url)
+    try:
+        finished = _play(running, player, scenario, deadline, echo)
+    except PlayError as exc:
+        raise DemoError(str(exc)) from None
     if not finished:
         echo(f"TIMED OUT after {options.timeout:.0f} s (--timeout); the summary shows how far it got")
-    return _report(running, scenario, time.monotonic() - started, finished, echo)
+    return _report(running, player, scenario, time.monotonic() - started, finished, echo)
 
 
 def _start(
@@ -101,7 +117,7 @@ def _start(
         bot_callback_url=f"{web_url}/wecom/bot",
         seed=scenario.seed,
         # Every delivery report is kept: the summary counts them per callback app.
-        delivery_log_size=max(2000, scenario.events + 100),
+        delivery_log_size=max(2000, 2 * scenario.events + 100),  # scripted ones and the hand-overs
     )
     try:
         sandbox = run_sandbox(config, port=sandbox_port)
@@ -135,35 +151,90 @@ def _start(
     return Running(sandbox, svc, web_url)
 
 
-def _play(running: Running, scenario: Scenario, deadline: float, echo: Echo) -> bool:
-    """Seed the corp, then play the phases in order: a phase starts once the previous one's
-    callbacks are delivered (a customer is deleted after being added, not before). False when
-    the deadline came first."""
-    player = Player(running.sandbox, scenario)
-    player.seed_corp()
-    _show_corp(scenario, echo)
+def _play(running: Running, player: Player, scenario: Scenario, deadline: float, echo: Echo) -> bool:
+    """Import the roster and seed the corp, post the leads, then play the stages in order: each
+    starts once the previous one's callbacks are processed (WeCom ends the hand-overs the
+    handlers asked for; a customer is deleted by whoever has them after the hand-overs). False
+    when the deadline came first."""
+    summary = player.seed_corp()
+    _show_corp(scenario, summary, echo)
     started = time.monotonic()
-    progress = Progress(scenario.events, echo)
-    for number, phase in enumerate(scenario.phases, 1):
-        echo(f"phase {number}/{len(scenario.phases)}: {phase.title} — {len(phase.actions)} events")
-        player.play(phase)
-        last = number == len(scenario.phases)
-        if not _wait(player, running.svc, progress, deadline, until_processed=last):
+    posted = player.post_leads()
+    _show_leads(scenario, posted, echo)
+    svc = running.svc
+
+    adds = scenario.adds.actions
+    echo(f"stage 1/4: {scenario.adds.title} — {len(adds)} events")
+    if not _stage(player, svc, adds, deadline, echo, backlog=MAX_ADD_BACKLOG):
+        return False
+
+    echo("stage 2/4: WeCom ends the hand-overs (transfer_customer): accepted, or refused → next-best advisor")
+    for number in range(1, MAX_HAND_OVER_ROUNDS + 1):
+        if player.pending_hand_overs() == 0:
+            break
+        mark = _mark(player, svc)
+        accepted, refused = player.complete_hand_overs(refuse=number == 1)
+        echo(f"  round {number}: {accepted} accepted, {refused} refused")
+        if not _wait(player, svc, Progress(accepted + refused, echo, mark), deadline):
             return False
+
+    actions = scenario.follow_up.actions
+    echo(f"stage 3/4: {scenario.follow_up.title} — {len(actions)} events")
+    if not _stage(player, svc, actions, deadline, echo):
+        return False
+
+    cards = sum(1 for lead in posted if lead.status == "created" and lead.advisor)
+    echo(f"stage 4/4: the leads' advisors get their cards (message/send textcard) — {cards}")
+    if not _wait_for(lambda: interactions_of(svc, "lead_card_sent") >= cards, deadline):
+        return False
     played = time.monotonic() - started
-    rate = scenario.events / max(played, 1e-6)
-    echo(f"scenario played in {played:.1f} s ({rate:.0f} events/s end to end)")
+    events = len(player.deliveries)
+    echo(
+        f"scenario played in {played:.1f} s ({events} events, {events / max(played, 1e-6):.0f}/s end to end)"
+    )
     return True
 
 
-def _report(running: Running, scenario: Scenario, seconds: float, finished: bool, echo: Echo) -> bool:
+def _mark(player: Player, svc: Services) -> tuple[int, int]:
+    """Where the run's counts stand now: (events emitted, inbox rows finished)."""
+    return len(player.deliveries), inbox_progress(svc)[1]
+
+
+def _stage(
+    player: Player,
+    svc: Services,
+    actions: tuple[Action, ...],
+    deadline: float,
+    echo: Echo,
+    backlog: int | None = None,
+) -> bool:
+    """Emit the actions, at most ``backlog`` ahead of processing, then wait until processed."""
+    mark = _mark(player, svc)
+    progress = Progress(len(actions), echo, mark)
+    for action in actions:
+        while backlog is not None:
+            processed = inbox_progress(svc)[1]
+            progress.update(player.delivered(), processed)
+            if len(player.deliveries) - mark[0] - (processed - mark[1]) < backlog:
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS / 4)
+        player.emit(action)
+    progress.total = max(len(player.deliveries) - mark[0], 1)  # without lead customers who had no advisor
+    return _wait(player, svc, progress, deadline)
+
+
+def _report(
+    running: Running, player: Player, scenario: Scenario, seconds: float, finished: bool, echo: Echo
+) -> bool:
     feed = read_feed(running.web_url, SANDBOX_CREDENTIALS["HQ_API_TOKEN"])
-    seen = collect(running.svc, running.sandbox, feed, seconds)
+    seen = collect(running.svc, running.sandbox, feed, seconds, player.played)
     echo("")
     for line in summary_lines(scenario, seen):
         echo(line)
     echo("")
-    results = checks(scenario, seen)
+    results = checks(scenario, seen, len(player.deliveries))
     echo("Checks")
     for check in results:
         echo(f"  {'ok  ' if check.ok else 'FAIL'}  {check.text}")
@@ -172,23 +243,29 @@ def _report(running: Running, scenario: Scenario, seconds: float, finished: bool
     return ok
 
 
-def _wait(player: Player, svc: Services, progress: Progress, deadline: float, until_processed: bool) -> bool:
-    """Poll until the phase's deliveries are finished (and, for the last phase, the inbox has
-    nothing pending); False at the deadline."""
+def _wait(player: Player, svc: Services, progress: Progress, deadline: float) -> bool:
+    """Poll until every delivery so far is finished and the inbox has nothing pending; False at
+    the deadline."""
     while True:
         delivered = player.delivered()
         _, processed = inbox_progress(svc)
         progress.update(delivered, processed)
-        all_delivered = delivered == len(player.deliveries)
-        if all_delivered and (not until_processed or inbox_pending(svc) == 0):
+        if delivered == len(player.deliveries) and inbox_pending(svc) == 0:
             # Deliveries are finished once the server answered, and it answers after storing:
             # no row can appear after this point, so nothing pending means nothing left to do.
-            if until_processed:
-                progress.update(delivered, inbox_progress(svc)[1])
+            progress.update(delivered, inbox_progress(svc)[1])
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_SECONDS)
+
+
+def _wait_for(condition: Callable[[], bool], deadline: float) -> bool:
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 def _verify_callback_urls(sandbox: SandboxServer, echo: Echo) -> None:
@@ -207,26 +284,50 @@ def _verify_callback_urls(sandbox: SandboxServer, echo: Echo) -> None:
 
 
 def _describe(scenario: Scenario, echo: Echo) -> None:
-    actions = [action for phase in scenario.phases for action in phase.actions]
-    churned = sum(isinstance(a, CustomerDeletesAdvisor) for a in actions)
-    dropped = sum(isinstance(a, AdvisorDeletesCustomer) for a in actions)
-    texts = sum(isinstance(a, AdvisorTextsBot) for a in actions)
+    ways = scenario.ways()
     echo(
         f"Dealer SCRM demo (seed {scenario.seed}): {len(scenario.dealers)} dealers, "
-        f"{len(scenario.advisors)} advisors, {len(scenario.customers)} customers"
+        f"{sum(a.active for a in scenario.advisors)} active advisors, {len(scenario.customers)} customers, "
+        f"{len(scenario.leads)} leads"
     )
     echo(
-        f"  {len(scenario.customers)} customers add an advisor, {churned} delete their advisor, "
-        f"{dropped} are deleted by theirs, {texts} bot messages; "
-        f"{scenario.duplicates} of {scenario.events} events delivered twice"
+        f"  customers scan store posters {ways[SHARED]}, advisors' cards {ways[OWN]}, lead links "
+        f"{ways[LEAD_LINK]}, advisors' cards carrying a lead's unionid {ways[LEAD_UNIONID]}; "
+        f"up to {scenario.refusals} refuse their first hand-over"
+    )
+    echo(
+        f"  {scenario.count(CustomerDeletesAdvisor)} delete their advisor, "
+        f"{scenario.count(AdvisorDeletesCustomer)} are deleted by theirs, "
+        f"{scenario.count(AdvisorTextsBot)} bot messages; "
+        f"{scenario.duplicates} of {scenario.events} scripted events delivered twice"
     )
 
 
-def _show_corp(scenario: Scenario, echo: Echo) -> None:
-    echo("corp       advisors and their contact ways (state = channel.dealer.model):")
+def _show_corp(scenario: Scenario, summary: ImportSummary, echo: Echo) -> None:
+    echo(f"roster     {DEMO_ROSTER.name} imported: {summary}")
+    echo("corp       store posters (qr: shared, the engine picks the keeper) and advisors' cards (ad):")
     for dealer in scenario.dealers:
-        ways = " · ".join(f"{a.name} {a.state}" for a in scenario.advisors if a.dealer == dealer.code)
-        echo(f"  {dealer.code} {dealer.name}: {ways}")
+        manager = f"manager {dealer.manager}" if dealer.manager else "no manager"
+        echo(f"  {dealer.code} {dealer.name} (sells {'/'.join(dealer.models)}; {manager})")
+        echo(f"    posters  {' · '.join(dealer.shared_states)}")
+        cards = [
+            f"{a.name} {a.state}" if a.active else f"{a.name} (inactive)"
+            for a in scenario.advisors
+            if a.dealer == dealer.code
+        ]
+        echo(f"    cards    {' · '.join(cards)}")
+
+
+def _show_leads(scenario: Scenario, posted: list[PostedLead], echo: Echo) -> None:
+    created = sum(1 for lead in posted if lead.status == "created")
+    advised = sum(1 for lead in posted if lead.advisor)
+    cross = sum(lead.cross_territory for lead in scenario.leads)
+    echo(
+        f"leads      POST /api/leads: {len(posted)} leads, {created} created, {advised} given an advisor "
+        f"(a card each); {cross} want a model their dealer does not sell (re-routed)"
+    )
+    for lead in [lead for lead in posted if lead.status == "invalid"][:3]:
+        echo(f"  invalid: {'; '.join(lead.errors)}")
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:
