@@ -37,6 +37,7 @@ WELCOME_CODE_LIFE = 20.0  # seconds WeCom's WelcomeCode works (the sandbox's wel
 CHURN_TITLE = "客户流失提醒"  # workers/handlers/contacts.py customer_deleted_advisor
 LEAD_TITLE = "新线索"  # app/intake/leads.py card
 ADD_REASONS = ("shared_code", "own_code", "lead")  # assignments written by an add
+NONE = "(none)"  # no dealer: a lead nobody could take, a transfer made outside Dealer SCRM
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,8 @@ class Observed:
     # the intake, from the database
     welcome_ages: list[float] = field(default_factory=list)  # welcomed: seconds_after_add
     assignments: list[AssignmentRow] = field(default_factory=list)
-    leads: list[tuple[int, str | None, str, str | None]] = field(
-        default_factory=list
-    )  # id, dealer, status, ext
+    # leads: (id, dealer, status, external_userid)
+    leads: list[tuple[int, str | None, str, str | None]] = field(default_factory=list)
     linked_by: Counter[str] = field(default_factory=Counter)  # lead_linked: state | unionid
     by_dealer: dict[str, Counter[str]] = field(default_factory=dict)  # interaction kind → per dealer
     holders: dict[str, list[str]] = field(default_factory=dict)  # ext → advisors not handed over from
@@ -195,7 +195,7 @@ def _collect_intake(session: Any, seen: Observed) -> None:
             if "reason" not in (payload or {}):
                 continue  # a hand-over WeCom refused to start, not a customer's refusal
             kind, dealer = "transfer_refused", seen.advisors.get(advisor or "", (None, False))[0]
-        seen.by_dealer.setdefault(kind, Counter())[dealer or "-"] += 1
+        seen.by_dealer.setdefault(kind, Counter())[dealer or NONE] += 1
     for advisor, ext, status in session.execute(
         select(FollowRelation.advisor_userid, FollowRelation.external_userid, FollowRelation.status)
     ):
@@ -251,24 +251,26 @@ def _manager_of(seen: Observed, advisor: str) -> str | None:
 
 def dealer_table(seen: Observed, scenario: Scenario) -> list[str]:
     """Per dealer: customers assigned by their add (kept by who was added, or handed over by the
-    engine), hand-overs completed / refused / re-offered, churn alerts, leads imported / linked."""
+    engine), hand-overs completed / refused / re-offered, churn alerts, leads imported / linked,
+    and the engine's decisions that found no eligible advisor (daily capacity used up, or every
+    other advisor refused): the customer stays with who has them."""
     columns = ("assigned", "kept", "handed over", "completed", "refused", "re-offered", "churn alerts",
-               "leads", "linked", "no capacity")  # fmt: skip
+               "leads", "linked", "no advisor")  # fmt: skip
     counts: dict[str, Counter[str]] = {dealer.code: Counter() for dealer in scenario.dealers}
     for row in seen.assignments:
         if row.advisor is None and (row.from_add or row.reason == "transfer_retry"):
-            home = row.territory[0] if row.territory else "-"
-            counts.setdefault(home, Counter())["no capacity"] += 1
+            home = row.territory[0] if row.territory else NONE
+            counts.setdefault(home, Counter())["no advisor"] += 1
             continue
         if row.from_add:
-            c = counts.setdefault(row.dealer or "-", Counter())
+            c = counts.setdefault(row.dealer or NONE, Counter())
             c["assigned"] += 1
             if row.status == "kept":
                 c["kept"] += 1
             elif row.reason == "shared_code":
                 c["handed over"] += 1
         if row.reason == "transfer_retry":
-            counts.setdefault(row.dealer or "-", Counter())["re-offered"] += 1
+            counts.setdefault(row.dealer or NONE, Counter())["re-offered"] += 1
     for kind, column in (
         ("transfer_completed", "completed"),
         ("transfer_refused", "refused"),
@@ -277,9 +279,9 @@ def dealer_table(seen: Observed, scenario: Scenario) -> list[str]:
         for dealer, count in seen.by_dealer.get(kind, Counter()).items():
             counts.setdefault(dealer, Counter())[column] += count
     for _, dealer, status, _ in seen.leads:
-        counts.setdefault(dealer or "-", Counter())["leads"] += 1
+        counts.setdefault(dealer or NONE, Counter())["leads"] += 1
         if status == LeadStatus.LINKED:
-            counts[dealer or "-"]["linked"] += 1
+            counts[dealer or NONE]["linked"] += 1
     total: Counter[str] = Counter()
     lines = [_table_row("dealer", columns, dict.fromkeys(columns, ""), header=True)]
     for dealer, c in counts.items():
@@ -312,7 +314,7 @@ def summary_lines(scenario: Scenario, seen: Observed) -> list[str]:
         1 for a in seen.assignments if a.reason == "lead" and a.key.startswith("lead:") and a.rerouted
     )
     linked = sum(1 for _, _, status, _ in seen.leads if status == LeadStatus.LINKED)
-    no_capacity = sum(1 for a in seen.assignments if a.from_add and a.advisor is None)
+    no_advisor = sum(1 for a in seen.assignments if a.from_add and a.advisor is None)
     shared = Counter(
         "kept" if a.status == "kept" else "handed"
         for a in seen.assignments
@@ -337,7 +339,8 @@ def summary_lines(scenario: Scenario, seen: Observed) -> list[str]:
             "customers added",
             adds,
             f"store posters {played.adds[SHARED]}, advisors' cards {played.adds[OWN]}, "
-            f"lead links {played.adds[LEAD_LINK]}, cards + lead unionid {played.adds[LEAD_UNIONID]}",
+            f"lead links {played.adds[LEAD_LINK]}, cards + lead unionid {played.adds[LEAD_UNIONID]}"
+            + (f"; {len(played.skipped)} lead customers skipped (no advisor)" if played.skipped else ""),
         ),
         (
             "welcomes sent",
@@ -354,13 +357,13 @@ def summary_lines(scenario: Scenario, seen: Observed) -> list[str]:
             "shared-code customers",
             played.adds[SHARED],
             f"handed over by the engine {shared.get('handed', 0)}, kept by the advisor scanned "
-            f"{shared.get('kept', 0)}, no advisor with capacity left {no_capacity}",
+            f"{shared.get('kept', 0)}, no eligible advisor left {no_advisor} (kept by the one scanned)",
         ),
         (
             "transfers started",
             transfers["started"],
             f"{transfers['re-offered']} of them re-offers after a refusal "
-            f"({transfers['not re-offered']} refusers not re-offered: no advisor with capacity left)",
+            f"({transfers['not re-offered']} refusers not re-offered: no eligible advisor left)",
         ),
         (
             "  completed",
@@ -414,7 +417,10 @@ def checks(scenario: Scenario, seen: Observed, emitted_by_player: int) -> list[C
         Check(
             emitted == emitted_by_player,
             f"the platform emitted every event the demo caused ({emitted} of {emitted_by_player}: "
-            f"{scenario.events} scripted, {played.accepted + played.refused} hand-overs ended)",
+            f"{scenario.events} scripted, {played.accepted + played.refused} hand-overs ended"
+            + (
+                f", {len(played.skipped)} adds skipped: their lead had no advisor)" if played.skipped else ")"
+            ),
         ),
         Check(
             seen.rows == emitted,
