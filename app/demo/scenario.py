@@ -251,13 +251,26 @@ def demo_roster(path: Path = DEMO_ROSTER) -> tuple[tuple[Dealer, ...], tuple[Adv
     return dealers, advisors
 
 
+def _advisors() -> tuple[Advisor, ...]:
+    """The advisors who get a card: the roster's active advisors (tests/intake/test_roster.py
+    holds the imported roster to them)."""
+    return tuple(advisor for advisor in demo_roster()[1] if advisor.active and advisor.model)
+
+
+def __getattr__(name: str) -> object:
+    # DEALERS: the roster's dealers, read when first asked for (not at import).
+    if name == "DEALERS":
+        return demo_roster()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_scenario(customers: int, seed: int) -> Scenario:
     """The whole story for ``customers`` customers; the same seed gives the same scenario."""
     if customers < 1:
         raise ValueError("the demo needs at least one customer")
     rng = random.Random(seed)
     dealers, advisors = demo_roster()
-    active = [advisor for advisor in advisors if advisor.active and advisor.model]
+    active = list(_advisors())
 
     # Who comes which way: a seeded permutation cut by the shares.
     order = list(range(customers))
