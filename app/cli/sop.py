@@ -70,7 +70,10 @@ def validate(paths: tuple[Path, ...], no_db: bool) -> None:
     for problem in problems:
         click.echo(str(problem))
     bad = sum(1 for card_file in files if card_file.problems)
-    click.echo(f"{len(files)} card file(s): {len(files) - bad} valid, {bad} with {len(problems)} problem(s)")
+    summary = f"{len(files)} card file(s): {len(files) - bad} valid"
+    if bad:
+        summary += f", {bad} with problems ({len(problems)} in all)"
+    click.echo(summary)
     if problems:
         raise SystemExit(1)
 

@@ -36,6 +36,15 @@ from app.store.models import CorpTag, Dealer
 
 CARD_SUFFIXES = (".yaml", ".yml")
 DISCRIMINATORS = ("type", "on")
+_CHINESE_NAMES = {
+    "潜客": "prospect",
+    "意向": "intent",
+    "战败": "lost",
+    "车主": "owner",
+    "低": "low",
+    "中": "medium",
+    "高": "high",
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -220,13 +229,14 @@ def _describe(error: dict[str, Any], where: _Where) -> str:
         return f"needs `{disc}:` ({_or_list(where.union_tags)})"
     if kind == "literal_error":
         expected = ctx["expected"].replace("'", "")
-        return f"{value!r} is not one of: {expected}"
+        hint = f" ({value} is {_CHINESE_NAMES[value]})" if value in _CHINESE_NAMES else ""
+        return f"{value!r} is not one of: {expected}{hint}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_too_long":
         return f"must be at most {ctx['max_length']} characters"
     if kind == "too_short":
-        return f"must list at least {ctx['min_length']}"
+        return "must not be empty" if ctx["min_length"] == 1 else f"must list at least {ctx['min_length']}"
     if kind == "too_long":
         return f"must list at most {ctx['max_length']}"
     if kind == "string_type":
@@ -328,10 +338,10 @@ def _step_times(result: CardFile, root: yaml.Node, data: dict[str, Any], library
             )
 
 
-def _unknown(name: str, known: set[str], what: str) -> str:
+def _unknown(name: str, known: set[str], what: str, where: str) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown {what} {name}{hint}"
+    return f"unknown {what} {name} ({where}){hint}"
 
 
 def _tag_uses(data: dict[str, Any]) -> Iterable[tuple[tuple[Any, ...], str, str]]:
@@ -343,7 +353,7 @@ def _tag_uses(data: dict[str, Any]) -> Iterable[tuple[tuple[Any, ...], str, str]
         except tagexpr.TagExprError:
             expr = None
         for tag in expr.tags() if expr else ():
-            yield ("audience", "tags"), tag.tag, f" (column {tag.column})"
+            yield ("audience", "tags"), tag.tag, f"column {tag.column}; "
     trigger = data.get("trigger")
     if isinstance(trigger, dict) and trigger.get("on") == "tag_added" and isinstance(trigger.get("tag"), str):
         yield ("trigger", "tag"), trigger["tag"], ""
@@ -369,8 +379,8 @@ def _library_checks(result: CardFile, root: yaml.Node, data: dict[str, Any], lib
                 continue  # the model reports it
             if tag not in library.tags:
                 where = _locate(root, loc)
-                unknown = _unknown(tag, library.tags, "tag")
-                result.problem(where.line, f"{where.path}: {unknown}{suffix} (not in the corp tag library)")
+                unknown = _unknown(tag, library.tags, "tag", f"{suffix}not in the corp tag library")
+                result.problem(where.line, f"{where.path}: {unknown}")
     audience = data.get("audience")
     if not isinstance(audience, dict):
         return
@@ -385,9 +395,8 @@ def _library_checks(result: CardFile, root: yaml.Node, data: dict[str, Any], lib
         for index, value in enumerate(values):
             if isinstance(value, str) and value.strip() not in known:
                 where = _locate(root, ("audience", key, index))
-                result.problem(
-                    where.line, f"{where.path}: {_unknown(value.strip(), known, what)} (not in the roster)"
-                )
+                unknown = _unknown(value.strip(), known, what, "not in the roster")
+                result.problem(where.line, f"{where.path}: {unknown}")
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -423,7 +432,8 @@ def read_card(path: Path, library: Library | None = None, name: str | None = Non
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        result.problem(mark.line + 1 if mark is not None else 1, f"not valid YAML: {problem}")
+        where = f" (column {mark.column + 1})" if mark is not None else ""
+        result.problem(mark.line + 1 if mark is not None else 1, f"not valid YAML{where}: {problem}")
         return result
     finally:
         loader.dispose()
