@@ -46,9 +46,11 @@ def demo(
     """Play a dealer scenario end to end on this machine and check the results.
 
     Starts an embedded Redis, the local WeCom sandbox, gunicorn serving the callbacks and an RQ
-    worker; customers add advisors through contact-way QR codes (some events delivered twice,
-    some deletions, some bot messages); then prints what each side counted and exits non-zero
-    if any event was lost, stored twice, failed or is missing from the HQ feed."""
+    worker; imports the demo roster, posts leads, and has customers add advisors through store
+    posters, advisors' cards and leads' links (welcomes, tags, hand-overs accepted or refused,
+    churn alerts, some events delivered twice); then prints what each side counted and exits
+    non-zero if any check fails (an event lost or stored twice, a welcome missed or sent twice,
+    a hand-over unresolved, a lead not linked, the HQ feed incomplete …)."""
     from app.demo.feed import FeedError
     from app.demo.instance import InstanceFolderError
     from app.demo.run import DemoError, DemoOptions, run_demo

@@ -25,8 +25,9 @@ from app.store.models import Advisor, Assignment, Dealer, Lead, LeadStatus
 
 CHINA = ZoneInfo("Asia/Shanghai")
 ROSTER_CHECK_SECONDS = 5.0  # how stale a process's roster may be after `scrm roster import`
-# Assignments that did not give the advisor a customer do not count towards today's load.
-_NOT_LOAD = ("failed", "unassigned")
+# Assignments that did not give the advisor a customer do not count towards today's load, nor
+# does the add that fulfils a lead ("linked"): the lead's own assignment already counted it.
+_NOT_LOAD = ("failed", "unassigned", "linked")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from werkzeug.serving import make_server
 
+from app.intake import assign
 from app.sandbox import SandboxConfig, SandboxServer, run_sandbox
 from app.store.models import (
     Advisor,
@@ -276,7 +277,10 @@ def test_a_lead_reaches_its_advisor_and_is_linked_when_the_customer_adds_them(
         assignment = session.scalars(select(Assignment).where(Assignment.external_userid == ext)).one()
         stored = session.scalars(select(Interaction.payload)).all()
     assert (lead.status, lead.external_userid) == ("linked", ext)
-    assert (assignment.advisor_userid, assignment.reason, assignment.status) == ("sh_a", "lead", "kept")
+    # The lead's own assignment counted towards sh_a's load; the add that fulfils it does not again.
+    assert (assignment.advisor_userid, assignment.reason, assignment.status) == ("sh_a", "lead", "linked")
+    with svc.sessions() as session:
+        assert assign.loads(session, ["sh_a"], svc.clock.now())["sh_a"].assigned_today == 1
     assert customer.profile["intent"] == 85 and customer.profile["lead_id"] == lead.id
     assert "lead_linked" in _kinds(svc, ext)
     assert "13800000001" not in str(stored)

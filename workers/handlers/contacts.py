@@ -163,10 +163,12 @@ def _customer_added(ctx: HandlerContext, confirmed: bool) -> None:
         status = "kept" if not handed_over else "failed"
     else:
         status = "transferring"
-    assign.record(session, key, decision, reason=reason, status=status, now=now, external_userid=ext)
     linked = lead_service.link_on_add(
         session, external_userid=ext, unionid=unionid, state=state, advisor_userid=keeper, now=now
     )
+    if linked is not None and status == "kept" and linked.advisor_userid == keeper:
+        status = "linked"  # the lead's assignment already counts towards the advisor's load
+    assign.record(session, key, decision, reason=reason, status=status, now=now, external_userid=ext)
 
     dealer = decision.dealer or dealer_code
     ctx.record(
@@ -472,6 +474,7 @@ def transfer_failed(ctx: HandlerContext) -> None:
                 )
             )
         )
+        failed_dealer = session.scalar(select(Advisor.dealer_code).where(Advisor.userid == failed))
         pending = _pending_transfer(session, ext, failed)
         pending_key = pending.dedup_key if pending else None
     exclude = {userid: "a transfer to this advisor failed" for userid in {*refused, failed} if userid}
@@ -491,7 +494,13 @@ def transfer_failed(ctx: HandlerContext) -> None:
     now = svc.clock.now()
     if pending_key:
         assign.set_status(ctx.session, pending_key, "failed", now)
-    ctx.record("transfer_failed", advisor=failed, customer=ext, payload={"reason": why, "kept_by": holder})
+    ctx.record(
+        "transfer_failed",
+        advisor=failed,
+        customer=ext,
+        dealer=failed_dealer,
+        payload={"reason": why, "kept_by": holder},
+    )
     if decision is not None:
         started = transfer is not None and transfer["status"] == "started"
         assign.record(
