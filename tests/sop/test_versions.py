@@ -184,3 +184,14 @@ def test_load_cli(scrm, folder: Path) -> None:
         in lines
     )
     assert lines[-1] == "7 card file(s): 1 new, 5 unchanged, 1 rejected"
+
+
+def test_concurrent_loads_store_each_version_once(svc, folder: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    library = Library()
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: load_cards(svc, [folder], library), range(4)))
+    assert all(report.ok for report in reports)
+    assert sum(report.count("new") for report in reports) == 7
+    assert _rows(svc) == 7
