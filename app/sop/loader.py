@@ -207,7 +207,9 @@ def _locate(root: yaml.Node, loc: Sequence[Any]) -> _Where:
 
 def _or_list(items: Sequence[str]) -> str:
     items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+    if len(items) < 2:
+        return items[0] if items else "a known kind"
+    return ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def _describe(error: dict[str, Any], where: _Where) -> str:
@@ -216,8 +218,7 @@ def _describe(error: dict[str, Any], where: _Where) -> str:
         return "required"
     if kind == "extra_forbidden":
         name = str(error["loc"][-1])
-        allowed = sorted({f for m in where.models for f in m.model_fields} - {name})
-        # where.models is the unknown field's own (none); the parent's are what is allowed
+        allowed = sorted({f for m in where.models for f in m.model_fields} - {name})  # the parent's
         return _unknown_field(name, allowed)
     if kind == "union_tag_invalid":
         disc = ctx["discriminator"].strip("'")
