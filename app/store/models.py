@@ -323,3 +323,7 @@ class SopCard(Base):
     card_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     current_version_id: Mapped[int] = mapped_column(ForeignKey("sop_card_versions.id"))
     updated_at: Mapped[datetime]
+
+
+# Models kept in modules of their own; imported here so every table is in Base.metadata.
+from app.store import insight_models, sop_models  # noqa: E402,F401

@@ -1,0 +1,4 @@
+"""Models of the lead intent score and tracked links (issue #4). Imported by app/store/models.py
+so they are part of Base.metadata."""
+
+from __future__ import annotations
