@@ -265,7 +265,7 @@ def dealer_table(seen: Observed, scenario: Scenario) -> list[str]:
         if row.from_add:
             c = counts.setdefault(row.dealer or NONE, Counter())
             c["assigned"] += 1
-            if row.status == "kept":
+            if row.status in ("kept", "linked"):  # linked: kept, and the lead it fulfils is linked
                 c["kept"] += 1
             elif row.reason == "shared_code":
                 c["handed over"] += 1
