@@ -88,6 +88,17 @@ class Settings(BaseModel):
     SOP_WORKING_HOURS: str = "09:00-21:00"
     SOP_QUIET_HOURS: str = "22:00-08:00"
 
+    # Lead intent score (app/insight/intent.py). With these defaults DESIGN's example, five link
+    # opens plus a favourite, is 5 × 10 + 20 = 70 raw points = 70 of 100 (the high band starts
+    # there); a booked test drive alone is 40 (medium); the full score is reached by 100 raw
+    # points (more is still 100), e.g. a test drive, two store visits and a few opens.
+    INTENT_WEIGHTS: str = (
+        "link_opened=10:5,favourite=20:1,enquiry=15:3,reply_received=5:4,"
+        "quote_requested=20:2,test_drive_booked=40:1,store_visit=30:2"
+    )
+    INTENT_FULL_SCORE: float = 100.0
+    INTENT_BANDS: str = "40,70"
+
     @field_validator("WECOM_API_BASE")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -155,6 +166,20 @@ class Settings(BaseModel):
         """When nothing is ever due (China time); may wrap midnight."""
         return schedule.parse_window(self.SOP_QUIET_HOURS)
 
+    @property
+    def intent_weights(self) -> Mapping[str, Any]:
+        """INTENT_WEIGHTS parsed: {interaction kind: app.insight.intent.Weight(weight, cap)}."""
+        from app.insight import intent
+
+        return intent.parse_weights(self.INTENT_WEIGHTS)
+
+    @property
+    def intent_bands(self) -> tuple[float, float]:
+        """INTENT_BANDS parsed: (medium from, high from)."""
+        from app.insight import intent
+
+        return intent.parse_bands(self.INTENT_BANDS)
+
     def check(self) -> None:
         """Raise ConfigError naming the first variable that stops a safe start."""
         if self.is_production:
@@ -185,6 +210,17 @@ class Settings(BaseModel):
             schedule.check_hours(self.sop_working_hours, self.sop_quiet_hours)
         except ValueError as exc:
             raise ConfigError(f"SOP_WORKING_HOURS / SOP_QUIET_HOURS: {exc}") from exc
+        from app.insight import intent
+
+        for key, parse in (
+            ("INTENT_WEIGHTS", intent.parse_weights),
+            ("INTENT_BANDS", intent.parse_bands),
+            ("INTENT_FULL_SCORE", intent.check_full_score),
+        ):
+            try:
+                parse(getattr(self, key))
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
 
 
 def _is_encoding_aes_key(value: str) -> bool:
