@@ -23,6 +23,12 @@ def _text(body: str, status: int) -> Response:
     return Response(body, status=status, mimetype="text/plain", headers={"Cache-Control": "no-store"})
 
 
+@insight.get("/r/")
+@insight.get("/r/<path:_rest>")
+def no_link(_rest: str = "") -> Response:
+    return _text("This link does not exist.", 404)
+
+
 @insight.get("/r/<token>")
 def open_link(token: str) -> Response:
     svc = services()

@@ -15,7 +15,9 @@ AUTH = {"Authorization": "Bearer sandbox-hq-token"}
 def customer(svc) -> str:
     """A stored customer with a profile of its own (the intent must be added, not replace it)."""
     with svc.sessions.begin() as session:
-        upsert_customer(session, "wm_c1", svc.clock.now(), name="张三", profile={"model": "RAV4", "city": "上海"})
+        upsert_customer(
+            session, "wm_c1", svc.clock.now(), name="张三", profile={"model": "RAV4", "city": "上海"}
+        )
     return "wm_c1"
 
 

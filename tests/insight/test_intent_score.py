@@ -67,7 +67,8 @@ def test_custom_weights_and_caps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("score", "band"), [(0, "low"), (39.9, "low"), (40, "medium"), (69.9, "medium"), (70, "high"), (100, "high")]
+    ("score", "band"),
+    [(0, "low"), (39.9, "low"), (40, "medium"), (69.9, "medium"), (70, "high"), (100, "high")],
 )
 def test_default_bands(score: float, band: str) -> None:
     assert band_of(score, settings()) == band

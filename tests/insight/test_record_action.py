@@ -116,7 +116,7 @@ def test_concurrent_actions_lose_no_count_and_report_one_change(svc, customer) -
         try:
             start.wait()
             act(svc, "link_opened", f"open:{i}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=open_link, args=(i,)) for i in range(8)]
