@@ -8,7 +8,7 @@ Each configured interaction kind has a weight and a frequency cap (``INTENT_WEIG
 
 Counts come from the interaction log (one grouped query per customer), so a score can always be
 rebuilt from the log. ``customer_intent`` keeps the last result, and the customer's
-``profile["intent"]`` (what matching and SOP audiences read) follows it.
+``profile["intent"]`` and ``profile["intent_band"]`` (what matching and SOP audiences read) follow it.
 
 ``record_action`` is the way in: it appends the action to the log and recomputes; when the band
 changes it also appends ``intent_changed`` {"score", "band", "previous_band"} — the trigger SOP
@@ -27,7 +27,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, cast, func, select, text, update
+from sqlalchemy import Float, String, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -215,7 +215,7 @@ def recompute(
     session: Session, external_userid: str, now: datetime, settings: Settings | None = None
 ) -> IntentState:
     """Rebuild the customer's score from the log, store it in ``customer_intent`` and in the
-    customer's ``profile["intent"]`` (when the customer row exists). Writes no interaction: a
+    customer's ``profile["intent"]``/``["intent_band"]`` (when the customer row exists). No interaction: a
     band change is reported in the result (``band_changed``) for the caller to act on."""
     settings = _settings(settings)
     state = compute(session, external_userid, settings)
@@ -228,21 +228,23 @@ def recompute(
     )
     if stored is not None:
         session.expire(stored)  # the upsert went around the ORM
-    _set_profile_intent(session, external_userid, state.score, now)
+    _set_profile_intent(session, external_userid, state, now)
     return state
 
 
-def _set_profile_intent(session: Session, external_userid: str, score: float, now: datetime) -> None:
-    """``profile["intent"] = score`` as one statement on the JSON document, so a concurrent
-    profile update of other keys (a contact event) is not lost."""
+def _set_profile_intent(session: Session, external_userid: str, state: IntentState, now: datetime) -> None:
+    """``profile["intent"] = score`` and ``profile["intent_band"] = band`` as one statement on the
+    JSON document, so a concurrent update of other profile keys (a contact event) is not lost."""
     if session.get_bind().dialect.name == "postgresql":
-        value = func.jsonb_set(
-            func.coalesce(Customer.profile, text("'{}'::jsonb")),
-            text("'{intent}'::text[]"),
-            func.to_jsonb(cast(score, Float)),
+        value = func.coalesce(Customer.profile, text("'{}'::jsonb")).op("||")(
+            func.jsonb_build_object(
+                "intent", cast(state.score, Float), "intent_band", cast(state.band, String)
+            )
         )
     else:
-        value = func.json_set(func.coalesce(Customer.profile, "{}"), "$.intent", score)
+        value = func.json_set(
+            func.coalesce(Customer.profile, "{}"), "$.intent", state.score, "$.intent_band", state.band
+        )
     session.execute(
         update(Customer)
         .where(Customer.external_userid == external_userid)

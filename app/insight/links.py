@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from werkzeug.urls import iri_to_uri
 
 from app.store.insight_models import TrackedLink
 
@@ -35,7 +36,8 @@ class InvalidLink(ValueError):
 
 
 def check_url(url: str) -> str:
-    """The URL if it may be a redirect target, else InvalidLink."""
+    """The URL as it is stored and redirected to (an IRI becomes ASCII: IDNA host, %-escaped
+    path and query, as a Location header must be), or InvalidLink if it may not be a target."""
     if not isinstance(url, str) or not url:
         raise InvalidLink("the URL is empty")
     if len(url) > MAX_URL:
@@ -53,7 +55,10 @@ def check_url(url: str) -> str:
         raise InvalidLink("the URL has no host")
     if "@" in parts.netloc:
         raise InvalidLink("the URL must not carry a user name or password")
-    return url
+    try:
+        return iri_to_uri(url)
+    except (UnicodeError, ValueError) as exc:
+        raise InvalidLink(f"the URL cannot be encoded: {exc}") from None
 
 
 def safe_target(url: str) -> str:
@@ -86,7 +91,7 @@ def make_link(
     """The public short link for ``url`` sent to ``external_userid``. The same url, customer,
     advisor, card and step get the same token again (a resend is the same link); ``expires_at``
     of the latest call applies (None: never). InvalidLink for a URL that is not http/https."""
-    check_url(url)
+    url = check_url(url)
     key = _link_key(url, external_userid, advisor_userid, card_id, step_index)
     for _ in range(_ATTEMPTS):
         stmt = _insert(session)(TrackedLink).values(

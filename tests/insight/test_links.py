@@ -166,3 +166,10 @@ def test_the_open_is_logged_without_the_query_string(svc, client, caplog) -> Non
     text = caplog.text
     assert "opened" in text and "https://www.toyota.com.cn/rav4/offer" in text
     assert "13800000001" not in text and "utm_source" not in text
+
+
+def test_an_iri_is_stored_and_redirected_to_as_ascii(svc, client) -> None:
+    link = make(svc, url="https://例子.cn/车型?q=汉字")
+    response = client.get(path_of(link))
+    assert response.headers["Location"] == "https://xn--fsqu00a.cn/%E8%BD%A6%E5%9E%8B?q=%E6%B1%89%E5%AD%97"
+    assert make(svc, url="https://xn--fsqu00a.cn/%E8%BD%A6%E5%9E%8B?q=%E6%B1%89%E5%AD%97") == link

@@ -69,9 +69,15 @@ def test_a_replayed_action_counts_once_and_changes_nothing(svc, customer) -> Non
 
 def test_profile_intent_follows_the_score_and_keeps_the_rest(svc, customer) -> None:
     act(svc, "test_drive_booked", "dms:1")
-    assert profile_of(svc, "wm_c1") == {"model": "RAV4", "city": "上海", "intent": 40.0}
+    assert profile_of(svc, "wm_c1") == {
+        "model": "RAV4",
+        "city": "上海",
+        "intent": 40.0,
+        "intent_band": "medium",
+    }
     act(svc, "store_visit", "dms:2")
     assert profile_of(svc, "wm_c1")["intent"] == 70.0
+    assert profile_of(svc, "wm_c1")["intent_band"] == "high"
 
 
 def test_a_customer_not_in_the_store_is_scored_without_a_profile(svc) -> None:
