@@ -49,22 +49,27 @@ from app.store.sop_models import EnrollmentStatus, SopEnrollment
 
 E = SopEnrollment.__table__
 
-# Intent score (0-100) → band, when the profile has a score but no band (the intent module may
-# store ``intent_band`` itself; app/intake/matching.py counts 70 and above as high intent).
-BAND_FLOORS = (("high", 70.0), ("medium", 40.0), ("low", 0.0))
+# Intent score (0-100) → band when the profile has a score but no band: INTENT_BANDS when the
+# settings have it (app/insight/intent.py), else these (its defaults: medium from 40, high from 70).
+DEFAULT_BAND_FLOORS = (40.0, 70.0)
 DEFAULT_NAME = "客户"
 
 
 # -- cards ----------------------------------------------------------------------------------------
 
-_cards: dict[int, Card] = {}
+_cards: dict[tuple[int, str], Card] = {}
 _CACHE_MAX = 4096
 
 
-def card_for_version(session: Session, version_id: int) -> Card:
+def card_for_version(session: Session, version_id: int, digest: str | None = None) -> Card:
     """The validated card a stored version holds. Versions never change, so each is parsed once
-    per process."""
-    card = _cards.get(version_id)
+    per process (keyed by id and content hash: a database rebuilt under the same ids, as in
+    tests, is not confused with the old one)."""
+    if digest is None:
+        digest = session.scalar(select(SopCardVersion.content_hash).where(SopCardVersion.id == version_id))
+        if digest is None:
+            raise LookupError(f"SOP card version {version_id} is not stored")
+    card = _cards.get((version_id, digest))
     if card is None:
         version = session.get(SopCardVersion, version_id)
         if version is None:
@@ -72,7 +77,7 @@ def card_for_version(session: Session, version_id: int) -> Card:
         card = card_of(version)
         if len(_cards) >= _CACHE_MAX:
             _cards.clear()
-        _cards[version_id] = card
+        _cards[(version_id, digest)] = card
     return card
 
 
@@ -87,12 +92,13 @@ class CurrentCard:
 def current_cards(session: Session) -> list[CurrentCard]:
     """Every loaded card's current version (what new enrollments get), by card id."""
     rows = session.execute(
-        select(SopCardVersion.id, SopCardVersion.card_id, SopCardVersion.version)
+        select(SopCardVersion.id, SopCardVersion.card_id, SopCardVersion.version, SopCardVersion.content_hash)
         .join(SopCard, SopCard.current_version_id == SopCardVersion.id)
         .order_by(SopCardVersion.card_id)
     ).all()
     return [
-        CurrentCard(card_id, vid, number, card_for_version(session, vid)) for vid, card_id, number in rows
+        CurrentCard(card_id, vid, number, card_for_version(session, vid, digest))
+        for vid, card_id, number, digest in rows
     ]
 
 
@@ -106,14 +112,16 @@ def step_due_at(settings: Settings, enrolled_at: datetime, card: Card, index: in
 # -- the customer, as an audience sees them --------------------------------------------------------
 
 
-def band_of(profile: dict[str, Any]) -> str | None:
+def band_of(profile: dict[str, Any], settings: Settings | None = None) -> str | None:
+    """The intent band of a profile: ``intent_band`` if set, else from the ``intent`` score."""
     band = profile.get("intent_band")
     if band in ("low", "medium", "high"):
         return band
     score = profile.get("intent")
-    if isinstance(score, int | float) and not isinstance(score, bool):
-        return next(name for name, floor in BAND_FLOORS if score >= floor)
-    return None
+    if not isinstance(score, int | float) or isinstance(score, bool):
+        return None
+    medium_from, high_from = getattr(settings, "intent_bands", None) or DEFAULT_BAND_FLOORS
+    return "high" if score >= high_from else "medium" if score >= medium_from else "low"
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,12 @@ class CustomerView:
         }
 
 
-def customer_view(session: Session, external_userid: str, advisor_userid: str | None = None) -> CustomerView:
+def customer_view(
+    session: Session,
+    external_userid: str,
+    advisor_userid: str | None = None,
+    settings: Settings | None = None,
+) -> CustomerView:
     """The customer with ``advisor_userid`` (or, without one, with the advisor of their most
     recent active follow relation)."""
     customer = session.get(Customer, external_userid)
@@ -188,7 +201,7 @@ def customer_view(session: Session, external_userid: str, advisor_userid: str | 
         region=dealer.region if dealer else None,
         model=profile.get("model"),
         stage=profile.get("segment"),
-        band=band_of(profile),
+        band=band_of(profile, settings),
         tags=tags,
     )
 
@@ -297,7 +310,7 @@ def enroll_for_trigger(
     matching = [current for current in cards if event.fires(current.card)]
     if not matching:
         return []
-    view = customer_view(session, event.external_userid, event.advisor_userid)
+    view = customer_view(session, event.external_userid, event.advisor_userid, settings)
     if not view.relation_active or not view.advisor_userid:
         return []
     enrolled = []
@@ -357,7 +370,7 @@ def try_enroll(
         )
         if existing is not None:
             return EnrollOutcome("already_enrolled", existing)
-        view = customer_view(session, external_userid, advisor_userid or event.advisor_userid)
+        view = customer_view(session, external_userid, advisor_userid or event.advisor_userid, svc.settings)
         if not view.relation_active or not view.advisor_userid:
             who = f" with {advisor_userid}" if advisor_userid else ""
             return EnrollOutcome(
