@@ -1,7 +1,9 @@
-"""scrm sop validate [PATH ...] [--no-db] · scrm sop load [PATH ...] · scrm sop schema [--readme FILE]"""
+"""scrm sop validate [PATH ...] [--no-db] · scrm sop load [PATH ...] · scrm sop schema [--readme FILE] ·
+scrm sop stats [--json] · scrm sop enroll CARD EXTERNAL_USERID · scrm sop run-due"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,13 +14,18 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.services import services
 from app.sop import schedule
+from app.sop import stats as sop_stats
 from app.sop.card import schema_text, with_schema
+from app.sop.enrollment import try_enroll
 from app.sop.loader import Library, read_cards
 from app.sop.versions import load_cards, store_library
 
 DEFAULT_PATH = Path("sop_cards")
 
-sop = AppGroup("sop", help="SOP cards (sop_cards/*.yaml): validate, load into the store, schema.")
+sop = AppGroup(
+    "sop",
+    help="SOP cards (sop_cards/*.yaml): validate, load, schema; enrollments: stats, enroll, run-due.",
+)
 
 _paths = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 
@@ -110,3 +117,53 @@ def schema(readme: Path | None) -> None:
     except ValueError as exc:
         raise click.ClickException(f"{readme}: {exc}") from None
     click.echo(f"schema written into {readme}")
+
+
+@sop.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (what GET /api/sop/stats answers).")
+@click.option("--card", "card_id", help="Only this card.")
+def stats_command(as_json: bool, card_id: str | None) -> None:
+    """Per card and step: enrolled, active, completed, exited; waiting, due, reminded, skipped,
+    replies sent, links opened, answers given, stage reached, dropped."""
+    svc = services()
+    with svc.sessions() as session:
+        data = sop_stats.card_stats(session, svc.clock.now(), card_id)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        click.echo(sop_stats.format_table(data))
+
+
+@sop.command("enroll")
+@click.argument("card_id")
+@click.argument("external_userid")
+@click.option("--advisor", help="The advisor (default: the customer's most recent active advisor).")
+def enroll_command(card_id: str, external_userid: str, advisor: str | None) -> None:
+    """Enroll a customer in a card by hand (trigger `manual`; the card's audience still applies).
+    A customer is enrolled in a card once: exit code 1 when it did not happen."""
+    svc = services()
+    outcome = try_enroll(svc, card_id, external_userid, "manual", svc.clock.now(), advisor_userid=advisor)
+    click.echo(str(outcome))
+    if outcome.status != "enrolled":
+        raise SystemExit(1)
+
+
+@sop.command("run-due")
+@click.option(
+    "--limit", type=click.IntRange(1), help="At most this many due steps (default SOP_SWEEP_BATCH)."
+)
+@click.option(
+    "--enqueue", is_flag=True, help="Enqueue the due steps for workers instead of running them here."
+)
+def run_due_command(limit: int | None, enqueue: bool) -> None:
+    """One SOP sweep now: read new interactions (enroll, exit), scan for no_reply customers, then
+    run the due steps here (reminders, actions) or, with --enqueue, queue them for workers."""
+    from workers.sop_jobs import sweep
+
+    report = sweep(services(), run_here=not enqueue, limit=limit)
+    click.echo(str(report))
+    if report.ran is not None:
+        for error in report.ran.errors:
+            click.echo(f"failed: {error}", err=True)
+        if report.ran.failed:
+            raise SystemExit(1)
