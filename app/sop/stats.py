@@ -203,7 +203,7 @@ def _stage_reached(session: Session, only) -> tuple[dict[str, int], dict[str, di
             and_(
                 I.c.external_userid == E.c.external_userid,
                 I.c.kind == "stage_changed",
-                I.c.occurred_at >= E.c.enrolled_at,
+                I.c.occurred_at > E.c.enrolled_at,
             ),
         )
         .where(by != literal("sop:") + E.c.card_id, only(E.c.card_id))
