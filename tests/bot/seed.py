@@ -3,10 +3,15 @@ test cards of tests/fixtures/bot/ loaded, and enrollments made through app.sop.e
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from rq import Queue
+from rq.exceptions import DequeueTimeout
+from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import update
 
 from app.sop import enrollment, versions
@@ -16,6 +21,8 @@ from app.store import customers
 from app.store.models import Advisor, Dealer, RelationStatus
 from app.store.sop_models import SopEnrollment
 from tests.conftest import FIXTURES
+from workers.queues import WORKER_QUEUES, queue
+from workers.worker import build_worker
 
 CARDS = FIXTURES / "bot"
 ADVISORS = {"sh_a": "王芳", "sh_b": "李强"}
@@ -124,3 +131,37 @@ def corp(svc) -> None:
     customer(svc, "wm_liu", "刘洋", "sh_b", minutes_ago=5)
     enroll(svc, "buying-questions", "wm_wang", "sh_a", next_step=2)
     enroll(svc, "service-care", "wm_chen", "sh_a")
+
+
+class WorkerThread:
+    """Takes jobs off the SCRM queues and runs them, in a thread (RQ's own worker wants the main
+    thread for its signal handlers)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.stop = threading.Event()
+        self.ran = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        svc = self.app.extensions["scrm"]
+        with self.app.app_context():
+            worker = build_worker(svc, simple=True)  # execute_job keeps RQ's statuses and results
+            worker.death_penalty_class = TimerDeathPenalty  # SIGALRM works in the main thread only
+            queues = [queue(name, svc.redis) for name in WORKER_QUEUES]
+            while not self.stop.is_set():
+                try:
+                    found = Queue.dequeue_any(queues, 1, connection=svc.redis, serializer=JSONSerializer)
+                except DequeueTimeout:
+                    continue
+                if found is not None:
+                    worker.execute_job(*found)
+                    self.ran += 1
+
+    def __enter__(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)

@@ -12,9 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-from rq import Queue
-from rq.exceptions import DequeueTimeout
-from rq.serializers import JSONSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -23,7 +20,8 @@ from app.redis_client import connect
 from app.sandbox import SandboxConfig, SandboxServer, events, run_sandbox
 from app.store.models import InboxEvent, InboxStatus, Interaction
 from tests.bot import seed
-from workers.queues import HIGH, WORKER_QUEUES, enqueue_event, queue
+from tests.bot.seed import WorkerThread
+from workers.queues import HIGH, enqueue_event, queue
 
 WAIT = 1.5
 
@@ -52,30 +50,6 @@ def corp(app, svc, wecom: SandboxServer) -> Iterator[SandboxServer]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
-
-
-class WorkerThread:
-    """Takes jobs off the SCRM queues and runs them, in a thread (RQ's own worker wants the main
-    thread for its signal handlers)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.stop = threading.Event()
-        self.ran = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        svc = self.app.extensions["scrm"]
-        with self.app.app_context():
-            queues = [queue(name, svc.redis) for name in WORKER_QUEUES]
-            while not self.stop.is_set():
-                try:
-                    found = Queue.dequeue_any(queues, 1, connection=svc.redis, serializer=JSONSerializer)
-                except DequeueTimeout:
-                    continue
-                if found is not None:
-                    found[0].perform()
-                    self.ran += 1
 
 
 @pytest.fixture()
