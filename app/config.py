@@ -87,6 +87,9 @@ class Settings(BaseModel):
 
     SOP_WORKING_HOURS: str = "09:00-21:00"
     SOP_QUIET_HOURS: str = "22:00-08:00"
+    SOP_SWEEP_INTERVAL: int = Field(default=30, ge=1)
+    SOP_SWEEP_BATCH: int = Field(default=1000, ge=1)
+    SOP_STEPS_PER_JOB: int = Field(default=10, ge=1, le=100)
 
     # Lead intent score (app/insight/intent.py). With these defaults DESIGN's example, five link
     # opens plus a favourite, is 5 × 10 + 20 = 70 raw points = 70 of 100 (the high band starts
