@@ -243,8 +243,7 @@ def _run_claimed(
         return _exit(svc, ctx, "no_such_step", now)
     if ctx.relation_status != RelationStatus.ACTIVE:
         if ctx.relation_status == RelationStatus.TRANSFERRED:
-            release(svc, enrollment_id, step_index)  # the consumer moves it to the new advisor
-            return "waiting"
+            return _follow_transfer(svc, ctx, step_index, now)
         if ctx.relation_status == RelationStatus.LOST and card.exit.on_customer_left:
             return _exit(svc, ctx, "customer_left", now)
         if ctx.relation_status != RelationStatus.LOST:
@@ -263,6 +262,29 @@ def _run_claimed(
         for i, action in enumerate(card.steps[step_index].actions)
     ]
     return _finish(svc, ctx, step_index, now, StepRunStatus.DONE, reminder, results)
+
+
+def _follow_transfer(svc: Services, ctx: _Context, step_index: int, now: datetime) -> Status:
+    """The customer was handed over and the consumer has not moved the enrollment yet (or the
+    hand-over was made outside Dealer SCRM): continue with the advisor who has the customer now
+    (the next sweep runs the step), or end the enrollment when nobody has them."""
+    e = ctx.enrollment
+    with svc.sessions.begin() as session:
+        holder = session.scalars(
+            select(FollowRelation.advisor_userid)
+            .where(
+                FollowRelation.external_userid == e.external_userid,
+                FollowRelation.status == RelationStatus.ACTIVE,
+            )
+            .order_by(FollowRelation.added_at.desc(), FollowRelation.id.desc())
+            .limit(1)
+        ).first()
+        if holder is not None:
+            enrollment.move_enrollments(session, e.external_userid, e.advisor_userid, holder, now)
+    if holder is None:
+        return _exit(svc, ctx, "transferred", now)
+    release(svc, e.id, step_index)
+    return "waiting"
 
 
 # -- the reminder ---------------------------------------------------------------------------------

@@ -344,18 +344,26 @@ def test_a_customer_no_longer_followed_is_not_reminded(svc, corp) -> None:
         customers.end_relation(session, "sh_a", "lost", RelationStatus.LOST, "customer_deleted_advisor", now)
         customers.end_relation(session, "sh_a", "removed", RelationStatus.REMOVED, "advisor", now)
         customers.end_relation(session, "sh_a", "moving", RelationStatus.TRANSFERRED, "transfer", now)
+    customer(svc, corp, "moving", "sh_b")  # the hand-over: sh_b has the customer now
+    customer(svc, corp, "gone")
+    enroll(svc, "leave", "gone")
+    with svc.sessions.begin() as session:  # handed over outside Dealer SCRM: nobody we know has them
+        customers.end_relation(session, "sh_a", "gone", RelationStatus.TRANSFERRED, "transfer", now)
     report = runner.run_due(svc)
-    assert (report.exited, report.waiting, report.done) == (2, 1, 1)
+    assert (report.exited, report.waiting, report.done) == (3, 1, 1)
     reasons = {(e.card_id, e.external_userid): (e.status, e.exit_reason) for e in enrollments(svc)}
     assert reasons == {
         ("leave", "lost"): ("exited", "customer_left"),
         ("leave", "removed"): ("exited", "removed"),
         ("leave", "moving"): ("active", None),
+        ("leave", "gone"): ("exited", "transferred"),
         ("stay", "lost"): ("active", None),
     }
     assert [c.content["title"] for c in cards_to(corp, "sh_a")] == ["SOP提醒：张先生 · 新客欢迎"]
     [moving] = enrollments(svc, external_userid="moving")
-    assert moving.lease_until is None  # waiting, not held
+    assert (moving.advisor_userid, moving.lease_until) == ("sh_b", None)  # moved, waiting, not held
+    assert runner.run_due(svc).done == 1
+    assert len(cards_to(corp, "sh_b")) == 1
 
 
 def test_a_step_that_keeps_failing_ends_the_enrollment(svc, corp) -> None:
