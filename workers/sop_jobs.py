@@ -1,7 +1,9 @@
 """SOP's periodic work and its jobs.
 
 Every worker calls ``sweep_if_due`` in RQ's maintenance step (workers/worker.py); a Redis lock
-lets one worker sweep per ``SOP_SWEEP_INTERVAL``. A sweep:
+lets one worker per ``SOP_SWEEP_INTERVAL`` enqueue the sweep job (``sweep_job``, one at a time:
+job id ``sop-sweep``), so the maintenance step itself stays short and a worker never stops taking
+urgent jobs while a sweep reads a backlog. A sweep:
 
 1. reads new interactions and enrolls / exits / moves (``app.sop.triggers.consume``, until the
    feed is caught up), and scans for silent customers (``scan_no_reply``);
@@ -11,6 +13,8 @@ lets one worker sweep per ``SOP_SWEEP_INTERVAL``. A sweep:
    (``SET NX`` with the step lease's life) keeps a step that is queued or running from being
    enqueued again by the next sweeps; correctness does not rest on it: a step run claims its
    step in the store, so a step enqueued twice still runs once.
+
+``scrm sop run-due`` runs one sweep in its own process, with the due steps run there too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import logging
 from dataclasses import dataclass, field
 
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from app.services import Services, services
 from app.sop import runner, triggers
@@ -32,6 +39,9 @@ log = logging.getLogger(__name__)
 LOCK_KEY = "scrm:sop-sweep:lock"
 QUEUED_KEY = "scrm:sop:queued:{enrollment}:{step}"
 RUN_STEPS = "workers.sop_jobs.run_steps"
+SWEEP_JOB = "workers.sop_jobs.sweep_job"
+SWEEP_JOB_ID = "sop-sweep"
+_LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def run_steps(items: list[list[int]]) -> str:
@@ -110,12 +120,37 @@ def sweep(svc: Services, *, run_here: bool = False, limit: int | None = None) ->
     return report
 
 
-def sweep_if_due(svc: Services) -> SweepReport | None:
-    """Sweep unless another worker swept within SOP_SWEEP_INTERVAL (a Redis lock)."""
+def sweep_job() -> str:
+    """Job: one sweep (see the module notes)."""
+    with app_context():
+        return str(sweep(services()))
+
+
+def _sweep_queued(svc: Services) -> bool:
+    try:
+        job = Job.fetch(SWEEP_JOB_ID, connection=svc.redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) in _LIVE
+
+
+def sweep_if_due(svc: Services) -> bool:
+    """Enqueue the sweep job unless a worker did within SOP_SWEEP_INTERVAL (a Redis lock) or the
+    last one is still queued or running. True when it was enqueued."""
     interval = max(1, svc.settings.SOP_SWEEP_INTERVAL - 1)
     if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
-        return None
-    report = sweep(svc)
-    if report.consumed.enrolled or report.consumed.exited or report.enqueued or report.no_reply_enrolled:
-        log.info("SOP sweep: %s", report)
-    return report
+        return False
+    if _sweep_queued(svc):
+        return False
+    data = Queue.prepare_data(
+        SWEEP_JOB,
+        job_id=SWEEP_JOB_ID,
+        timeout=svc.settings.JOB_TIMEOUT,
+        result_ttl=max(60, svc.settings.SOP_SWEEP_INTERVAL * 10),
+        failure_ttl=24 * 3600,
+        description="SOP sweep: enroll from the interaction log, enqueue due steps",
+    )
+    with svc.redis.pipeline() as pipe:
+        queue(DEFAULT, svc.redis).enqueue_many([data], pipeline=pipe)
+        pipe.execute()
+    return True

@@ -115,15 +115,16 @@ def test_a_new_customer_goes_through_prospect_welcome(
 ) -> None:
     way = corp.state.add_contact_way({"type": 1, "scene": 2, "state": "ad.SH01.RAV4", "user": ["sh_a"]})
     ext = corp.platform.customer_adds(config_id=way.config_id).data["external_userid"]
-    work()
+    work()  # the event; then the sweep job the worker's maintenance queued; then the day-0 step
     with svc.sessions() as session:
         event = session.scalars(select(InboxEvent)).one()
         assert event.status == InboxStatus.DONE, event.last_error
         name = session.get(Customer, ext).name
 
-    # One sweep now: the consumer reads `added`, enrolls, and the day-0 step runs.
+    # Nothing is left for a sweep by hand.
     result = scrm("sop", "run-due")
     assert result.exit_code == 0, result.output
+    assert "0 enrolled" in result.output and "0 due step(s)" in result.output
     with svc.sessions() as session:
         [enrollment] = session.scalars(select(SopEnrollment)).all()
     assert (enrollment.card_id, enrollment.advisor_userid, enrollment.trigger_kind) == (

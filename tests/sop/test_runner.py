@@ -391,7 +391,6 @@ def test_the_sweep_enrolls_and_enqueues_each_due_step_once(svc, corp, work) -> N
     assert (report.consumed.enrolled, report.due, report.enqueued) == (25, 25, 25)
     assert queue(DEFAULT, svc.redis).count == 3  # 10 steps per job
     assert sop_jobs.sweep(svc).enqueued == 0  # queued already
-    assert sop_jobs.sweep_if_due(svc) is not None and sop_jobs.sweep_if_due(svc) is None  # one per interval
     work()
     assert len(cards_to(corp, "sh_a")) == 25
     with svc.sessions() as session:
@@ -406,3 +405,18 @@ def test_scrm_sop_run_due(svc, corp, scrm) -> None:
     assert result.exit_code == 0, result.output
     assert "1 enrolled" in result.output and "run here: 1 due step(s), 1 done" in result.output
     assert len(cards_to(corp, "sh_a")) == 1
+
+
+def test_workers_enqueue_one_sweep_job_per_interval(svc, corp, work) -> None:
+    load(svc, card_body())
+    customer(svc, corp, "wm1")
+    record(svc, "added", "wm1")
+    assert sop_jobs.sweep_if_due(svc) is True
+    assert sop_jobs.sweep_if_due(svc) is False  # within the interval
+    svc.redis.delete(sop_jobs.LOCK_KEY)
+    assert sop_jobs.sweep_if_due(svc) is False  # the last one is still queued
+    assert queue(DEFAULT, svc.redis).job_ids == [sop_jobs.SWEEP_JOB_ID]
+    work()  # the sweep job enrolls and enqueues the day-0 step, which runs in the same burst
+    assert len(cards_to(corp, "sh_a")) == 1
+    svc.redis.delete(sop_jobs.LOCK_KEY)
+    assert sop_jobs.sweep_if_due(svc) is True  # finished: the next interval sweeps again
