@@ -29,9 +29,10 @@ from app.insight import intent
 from app.sop import enrollment, search
 from app.sop.card import Card, ImageReply, LinkReply, MiniProgramReply, TextReply, render
 from app.store.models import Advisor, Customer, Dealer, FollowRelation, RelationStatus, SopCardVersion
+from app.store.sop_models import EnrollmentStatus, SopEnrollment
 
 LIMIT = 3
-ADVISOR_CUSTOMERS_SCANNED = 50  # customers whose enrollments an unnamed question searches
+ADVISOR_ENROLLMENTS_SCANNED = 200  # enrollments whose cards an unnamed question searches
 TEXT_MAX_BYTES = 2048  # WeCom's limit on a text message (and a passive reply's Content)
 ITEM_MAX_BYTES = 420
 SUGGESTIONS = "试驾、报价、保养、金融、置换"
@@ -53,19 +54,19 @@ class CardView:
 # -- who ------------------------------------------------------------------------------------
 
 
-def followed_customers(session: Session, advisor_userid: str, limit: int | None = None) -> list[Customer]:
-    """Customers the advisor follows now (active relations), most recently added first."""
-    stmt = (
-        select(Customer)
+def followed_names(session: Session, advisor_userid: str) -> list[tuple[str, str]]:
+    """(external_userid, name) of the customers the advisor follows now (active relations),
+    most recently added first: what a name in a message is matched against."""
+    rows = session.execute(
+        select(Customer.external_userid, Customer.name)
         .join(FollowRelation, FollowRelation.external_userid == Customer.external_userid)
         .where(
-            FollowRelation.advisor_userid == advisor_userid, FollowRelation.status == RelationStatus.ACTIVE
+            FollowRelation.advisor_userid == advisor_userid,
+            FollowRelation.status == RelationStatus.ACTIVE,
         )
         .order_by(FollowRelation.added_at.desc(), FollowRelation.id.desc())
     )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(session.scalars(stmt))
+    return [(ext, name) for ext, name in rows]
 
 
 def active_relation(session: Session, advisor_userid: str, external_userid: str) -> FollowRelation | None:
@@ -92,20 +93,20 @@ def current_step(next_step: int | None, steps: int) -> int:
 
 def enrolled_cards(session: Session, external_userid: str, advisor_userid: str | None) -> list[CardView]:
     """The customer's active enrollments (with this advisor, when given), newest first."""
-    views: list[CardView] = []
-    for row, card in reversed(enrollment.active_enrollments(session, external_userid, advisor_userid)):
-        stored = session.get(SopCardVersion, row.card_version_id)
-        views.append(
-            CardView(
-                card=card,
-                version_id=row.card_version_id,
-                version=stored.version if stored is not None else None,
-                step=current_step(row.next_step, len(card.steps)),
-                enrolled=True,
-                next_due_at=row.next_due_at,
-            )
-        )
-    return views
+    rows = enrollment.active_enrollments(session, external_userid, advisor_userid)
+    return [_enrolled_view(session, row, card) for row, card in reversed(rows)]
+
+
+def _enrolled_view(session: Session, row: SopEnrollment, card: Card) -> CardView:
+    stored = session.get(SopCardVersion, row.card_version_id)
+    return CardView(
+        card=card,
+        version_id=row.card_version_id,
+        version=stored.version if stored is not None else None,
+        step=current_step(row.next_step, len(card.steps)),
+        enrolled=True,
+        next_due_at=row.next_due_at,
+    )
 
 
 def loaded_cards(session: Session) -> list[CardView]:
@@ -125,15 +126,31 @@ def customer_cards(
     return [card for card in loaded_cards(session) if view.in_audience(card.card)]
 
 
-def advisor_cards(session: Session, customers: Sequence[Customer], advisor_userid: str) -> list[CardView]:
-    """Cards the given customers are enrolled in (in the customers' order), each version once."""
+def advisor_cards(session: Session, advisor_userid: str) -> list[CardView]:
+    """The cards the advisor's customers (active relations) are enrolled in with them, most
+    recent enrollment first, each card version once (one query)."""
+    rows = session.scalars(
+        select(SopEnrollment)
+        .join(
+            FollowRelation,
+            (FollowRelation.external_userid == SopEnrollment.external_userid)
+            & (FollowRelation.advisor_userid == SopEnrollment.advisor_userid),
+        )
+        .where(
+            SopEnrollment.advisor_userid == advisor_userid,
+            SopEnrollment.status == EnrollmentStatus.ACTIVE,
+            FollowRelation.status == RelationStatus.ACTIVE,
+        )
+        .order_by(SopEnrollment.enrolled_at.desc(), SopEnrollment.id.desc())
+        .limit(ADVISOR_ENROLLMENTS_SCANNED)
+    )
     seen: set[int] = set()
     views: list[CardView] = []
-    for customer in customers:
-        for view in enrolled_cards(session, customer.external_userid, advisor_userid):
-            if view.version_id not in seen:
-                seen.add(view.version_id)
-                views.append(view)
+    for row in rows:
+        if row.card_version_id in seen:
+            continue
+        seen.add(row.card_version_id)
+        views.append(_enrolled_view(session, row, enrollment.card_for_version(session, row.card_version_id)))
     return views
 
 
@@ -207,15 +224,14 @@ def _at_step(views: Sequence[CardView], limit: int) -> list[search.Hit]:
 def answer(session: Session, settings: Settings, advisor_userid: str, query: str) -> Answer:
     """The bot's answer to ``query`` from ``advisor_userid`` (read-only)."""
     advisor = session.get(Advisor, advisor_userid)
-    customers = followed_customers(session, advisor_userid)
-    named = search.match_name(query, [(c.external_userid, c.name) for c in customers])
-    customer = next((c for c in customers if named and c.external_userid == named.key), None)
+    named = search.match_name(query, followed_names(session, advisor_userid))
+    customer = session.get(Customer, named.key) if named is not None else None
     result = Answer(advisor_userid, advisor.dealer_code if advisor else None, query, customer)
 
     if customer is not None:
         result.cards = customer_cards(session, settings, customer.external_userid, advisor_userid)
     else:
-        result.cards = advisor_cards(session, customers[:ADVISOR_CUSTOMERS_SCANNED], advisor_userid)
+        result.cards = advisor_cards(session, advisor_userid)
     if not result.cards:
         result.cards = loaded_cards(session)
 
