@@ -36,9 +36,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from app.api import api
     from app.callbacks.views import callbacks
+    from app.insight.views import insight
+    from app.sidebar import sidebar
 
     app.register_blueprint(callbacks)
     app.register_blueprint(api)
+    app.register_blueprint(insight)
+    app.register_blueprint(sidebar)
     app.add_url_rule("/healthz", "healthz", lambda: ("ok", 200, {"Content-Type": "text/plain"}))
     return app
 

@@ -30,6 +30,7 @@ SANDBOX_CREDENTIALS: dict[str, str] = {
     "WECOM_AGENT_ID": "1000002",
     "WECOM_AGENT_SECRET": "sandbox-agent-secret",
     "HQ_API_TOKEN": "sandbox-hq-token",
+    "SECRET_KEY": "sandbox-sidebar-session-key",
 }
 
 # Outside demo/test mode these must be set, or start-up stops naming the missing one.
@@ -41,6 +42,7 @@ REQUIRED_IN_PRODUCTION = (
     "WECOM_AGENT_ID",
     "WECOM_AGENT_SECRET",
     "HQ_API_TOKEN",
+    "SECRET_KEY",  # signs the sidebar's sign-in cookie: a long random value
 )
 
 
@@ -101,6 +103,10 @@ class Settings(BaseModel):
     )
     INTENT_FULL_SCORE: float = 100.0
     INTENT_BANDS: str = "40,70"
+
+    # The bot and the sidebar (app/bot, app/sidebar).
+    BOT_PASSIVE_REPLY_WAIT: float = 1.5  # seconds the bot callback waits for a passive reply; 0: never
+    SECRET_KEY: str = ""  # signs the sidebar's session cookie
 
     @field_validator("WECOM_API_BASE")
     @classmethod
@@ -224,6 +230,8 @@ class Settings(BaseModel):
                 parse(getattr(self, key))
             except ValueError as exc:
                 raise ConfigError(f"{key}: {exc}") from exc
+        if not 0 <= self.BOT_PASSIVE_REPLY_WAIT <= 4:
+            raise ConfigError("BOT_PASSIVE_REPLY_WAIT must be 0-4 seconds (WeCom waits 5 s for the answer)")
 
 
 def _is_encoding_aes_key(value: str) -> bool:

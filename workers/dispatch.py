@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workers.handlers import contacts, tags
+from workers.handlers import bot, contacts, tags
 from workers.handlers.context import HandlerContext
 
 Handler = Callable[[HandlerContext], None]
@@ -21,6 +21,7 @@ HANDLERS: dict[str, Handler] = {
     "change_external_tag:update": tags.tag_created_or_updated,
     "change_external_tag:delete": tags.tag_deleted,
     "change_external_tag:shuffle": tags.tags_shuffled,
+    "msg:text": bot.advisor_text,
 }
 
 _GROUP_CHATS = "customer group chats are outside Dealer SCRM's scope (one-to-one advisor contact only)"
@@ -29,7 +30,6 @@ IGNORED: dict[str, str] = {
     "change_external_chat:create": _GROUP_CHATS,
     "change_external_chat:update": _GROUP_CHATS,
     "change_external_chat:dismiss": _GROUP_CHATS,
-    "msg:text": "advisor messages to the bot get keyword replies once SOP cards exist (SOP issue)",
 }
 
 

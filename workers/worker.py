@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
 from app.services import Services
 from workers.queues import WORKER_QUEUES, queue
+from workers.sop_jobs import sweep_if_due as sop_sweep_if_due
 from workers.sweeper import sweep_if_due
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ class _SweepsInbox:
             sweep_if_due(self.services)
         except Exception:  # a failed sweep must not stop the worker; the next tick tries again
             log.exception("inbox sweep failed")
+        try:
+            sop_sweep_if_due(self.services)  # SOP: queue the sweep job once per SOP_SWEEP_INTERVAL
+        except Exception:
+            log.exception("SOP sweep failed")
 
 
 class ScrmWorker(_SweepsInbox, Worker):

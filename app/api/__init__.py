@@ -12,4 +12,10 @@ def _json_error(exc: HTTPException) -> tuple[Response, int]:
     return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code or 500
 
 
-from app.api import contact_way, interactions, leads  # noqa: E402,F401  (registers routes on the blueprint)
+from app.api import (  # noqa: E402,F401  (registers routes on the blueprint)
+    contact_way,
+    customer_actions,
+    interactions,
+    leads,
+    sop_stats,
+)

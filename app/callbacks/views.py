@@ -7,6 +7,7 @@ import logging
 
 from flask import Blueprint, Response, request
 
+from app.bot.reply import PassiveWait
 from app.callbacks.ingest import NotStored
 from app.services import services
 from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
@@ -68,9 +69,12 @@ def _receive(app_name: str) -> Response:
     except CallbackRejected as exc:
         return _reject(app_name, exc)
 
+    # An advisor's text to the bot: its answer may come back as the passive reply (app/bot/reply.py).
+    advisor_text = app_name == "bot" and event.event_type == "msg:text"
+    waiting = PassiveWait.announce(svc, event) if advisor_text else None
     try:
         stored = svc.ingester.ingest(
-            urgent=bool(event.fields.get("WelcomeCode")),
+            urgent=bool(event.fields.get("WelcomeCode")) or advisor_text,
             source=app_name,
             dedup_key=event.dedup_key,
             event_type=event.event_type,
@@ -87,9 +91,14 @@ def _receive(app_name: str) -> Response:
             event.event_type,
             type(exc.__cause__ or exc).__name__,
         )
+        if waiting is not None:
+            waiting.collect(None, nonce)
         return _text("storage unavailable", 503)
     if not stored.is_new:
         log.info("callback %s: duplicate delivery of inbox %s (%s)", app_name, stored.id, event.event_type)
+    sealed = waiting.collect(stored, nonce) if waiting is not None else None
+    if sealed is not None:
+        return Response(sealed, status=200, mimetype="application/xml")
     return _text("success")
 
 

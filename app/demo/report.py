@@ -240,6 +240,7 @@ def expected_interactions(seen: Observed) -> dict[str, int]:
         "lead_imported": len(created),
         "lead_card_sent": with_advisor,
         "lead_linked": p.lead_adds,
+        "bot_answered": p.texts,  # each advisor's text to the bot gets one answer
     }
     return {kind: count for kind, count in expected.items() if count}
 

@@ -16,7 +16,6 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "change_external_chat__create": (InboxStatus.IGNORED, None),
     "change_external_chat__update": (InboxStatus.IGNORED, None),
     "change_external_chat__dismiss": (InboxStatus.IGNORED, None),
-    "msg__text": (InboxStatus.IGNORED, None),
 }
 
 
@@ -32,6 +31,7 @@ TESTED_ELSEWHERE: dict[str, str] = {
         "transfer_fail",
     )
 }
+TESTED_ELSEWHERE["msg__text"] = "tests/bot/test_bot_flow.py"
 TESTED_ELSEWHERE.update(
     {
         f"change_external_tag__{change}": "tests/intake/test_tag_events.py"
