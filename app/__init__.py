@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.clock import Clock, system_clock
+from app.clock import Clock, SharedOffsetClock, system_clock
 from app.config import load_settings
 from app.services import Services
 from app.store.db import make_engine, make_session_factory
@@ -16,9 +16,10 @@ from app.store.db import make_engine, make_session_factory
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app. ``config`` overrides environment variables key by key; the extra key
-    ``CLOCK`` injects a clock (tests use app.clock.FrozenClock)."""
+    ``CLOCK`` injects a clock (tests use app.clock.FrozenClock); without it the clock is the system
+    clock, or, when CLOCK_OFFSET_KEY is set (demo/test only), a SharedOffsetClock on that key."""
     settings = load_settings(config)
-    clock: Clock = (config or {}).get("CLOCK") or system_clock
+    clock: Clock | None = (config or {}).get("CLOCK")
     _configure_logging(settings.LOG_LEVEL)
 
     app = Flask(__name__, instance_path=settings.INSTANCE_PATH)
@@ -26,9 +27,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     engine = make_engine(settings.database_url)
-    app.extensions["scrm"] = Services(
-        settings=settings, engine=engine, sessions=make_session_factory(engine), clock=clock
+    svc = Services(
+        settings=settings, engine=engine, sessions=make_session_factory(engine), clock=clock or system_clock
     )
+    if clock is None and settings.CLOCK_OFFSET_KEY:
+        # Simulated time shared by the demo's processes (never in production: Settings.check).
+        svc.clock = SharedOffsetClock(svc.redis, settings.CLOCK_OFFSET_KEY)
+    app.extensions["scrm"] = svc
     if settings.auto_migrate:
         from app.store.migrate import upgrade
 

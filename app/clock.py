@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -89,6 +89,58 @@ class OffsetClock:
         with self._lock:
             # Never backwards: expiries already handed out must not come back to life.
             self._offset += max(0.0, float(seconds))
+
+
+class SharedOffsetClock:
+    """Real time plus an offset kept in Redis under ``key``: every process that reads the same
+    key (the demo's gunicorn, its worker and the demo itself) sees the same simulated time, and
+    ``advance`` in any of them moves all of them. The offset is read at most every ``cache``
+    seconds (another process sees an advance that much later), so asking the time costs nothing
+    per call; an unreachable Redis keeps the last offset read. Never backwards."""
+
+    def __init__(self, redis_client: Any, key: str, cache: float = 0.2) -> None:
+        if not key:
+            raise ValueError("SharedOffsetClock needs a Redis key")
+        self._redis = redis_client
+        self.key = key
+        self._cache = cache
+        self._offset = 0.0
+        self._read_at = float("-inf")  # time.monotonic() of the last read
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= self._cache:
+                self._read_at = now
+                try:
+                    value = self._redis.get(self.key)
+                except Exception:  # Redis away: keep the last offset; asking the time must not fail
+                    value = None
+                if value is not None:
+                    self._offset = max(self._offset, float(value))
+            return self._offset
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def advance(self, seconds: float | timedelta) -> float:
+        """Move every process's clock forward (a negative amount does nothing); the new offset."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        value = float(self._redis.incrbyfloat(self.key, max(0.0, float(seconds))))
+        with self._lock:
+            self._offset = max(self._offset, value)
+            self._read_at = time.monotonic()
+            return self._offset
 
 
 system_clock = SystemClock()

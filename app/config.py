@@ -108,6 +108,10 @@ class Settings(BaseModel):
     BOT_PASSIVE_REPLY_WAIT: float = 1.5  # seconds the bot callback waits for a passive reply; 0: never
     SECRET_KEY: str = ""  # signs the sidebar's session cookie
 
+    # Simulated time (demo and tests only): a Redis key holding seconds added to real time, shared
+    # by every process (app.clock.SharedOffsetClock). Empty: the system clock.
+    CLOCK_OFFSET_KEY: str = ""
+
     @field_validator("WECOM_API_BASE")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -191,6 +195,10 @@ class Settings(BaseModel):
 
     def check(self) -> None:
         """Raise ConfigError naming the first variable that stops a safe start."""
+        if self.CLOCK_OFFSET_KEY and self.is_production:
+            raise ConfigError(
+                "CLOCK_OFFSET_KEY simulates time: only with SCRM_MODE=demo or test, never in production"
+            )
         if self.is_production:
             for key in REQUIRED_IN_PRODUCTION:
                 if not getattr(self, key):
