@@ -3,7 +3,7 @@ mode, so the two talk to each other without any configuration."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,6 +36,15 @@ class SandboxConfig(BaseModel):
     retry_delay: float = Field(default=1.0, ge=0)
     delivery_workers: int = Field(default=8, ge=1, le=64)
     delivery_log_size: int = Field(default=2000, ge=1)
+
+    # Mass sends (add_msg_template): a member's task counts as confirmed this many seconds after
+    # it was created (None or negative: only POST /sandbox/mass_send/confirm confirms); these
+    # members never confirm by themselves; the per-customer receiving rule of the corp (WeCom's
+    # default "month": as many per natural month as the month has days; "week": 7 per natural
+    # week; "day": 1 per day; "month4": the older rule, 4 per natural month), in China time.
+    mass_send_confirm_delay: float | None = 2.0
+    mass_send_decline_userids: list[str] = Field(default_factory=list)
+    mass_send_receive_rule: Literal["month", "week", "day", "month4"] = "month"
 
     # Seed for generated ids (external_userid, welcome codes, tag ids…): reproducible demos.
     seed: int | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from app.sandbox import massend
 from app.sandbox.errors import ApiError, SandboxError
 from app.sandbox.platform import Emission
 from app.sandbox.runtime import Sandbox, current_sandbox
@@ -241,6 +242,28 @@ def transfers() -> Response:
     state = current_sandbox().state
     with state.lock:
         return jsonify([dataclasses.asdict(t) for t in state.transfers.values()])
+
+
+@control.get("/mass_sends")
+def mass_sends() -> Response:
+    """Every mass send (add_msg_template) with its tasks and per-customer results; ``?msgid=``."""
+    state = current_sandbox().state
+    msgid = request.args.get("msgid")
+    with state.lock:
+        massend.settle(state)
+        sends = [s for s in state.mass_sends.values() if msgid is None or s.msgid == msgid]
+        return jsonify([massend.as_dict(send) for send in sends])
+
+
+@control.post("/mass_send/confirm")
+def mass_send_confirm() -> Response:
+    """{userid?, msgid?}: those advisors confirm their pending tasks now (neither: every pending
+    task except the decliners')."""
+    body = _body()
+    state = current_sandbox().state
+    with state.lock:
+        confirmed = massend.confirm(state, userid=body.get("userid"), msgid=body.get("msgid"))
+        return jsonify({"confirmed": confirmed})
 
 
 @control.get("/deliveries")

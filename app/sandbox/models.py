@@ -133,3 +133,38 @@ class PendingTransfer:
     external_userid: str
     transfer_success_msg: str
     requested_at: int
+
+
+@dataclass
+class MassSendResult:
+    """One customer of a mass-send task, as get_groupmsg_send_result reports it."""
+
+    external_userid: str
+    status: int = 0  # 0 not sent, 1 sent, 2 not a friend (any more), 3 receiving limit reached
+    send_time: int = 0
+
+
+@dataclass
+class MassSendTask:
+    """One member's part of a mass send: the member confirms it in the WeCom client (or not)."""
+
+    userid: str
+    results: list[MassSendResult] = field(default_factory=list)
+    state: str = "pending"  # pending | sent | cancelled
+    send_time: int = 0
+
+
+@dataclass
+class MassSend:
+    """One add_msg_template call (msgid): what was asked, what failed, one task per member."""
+
+    msgid: str
+    sender: str
+    external_userids: list[str]  # the customers that got a task (fail_list excluded)
+    text: str
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    created_at: int = 0
+    fail_list: list[str] = field(default_factory=list)
+    tasks: dict[str, MassSendTask] = field(default_factory=dict)
+    reminders: list[int] = field(default_factory=list)  # remind_groupmsg_send times
+    cancelled_at: int | None = None

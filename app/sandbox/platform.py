@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.sandbox import events
+from app.sandbox import events, massend
 from app.sandbox.delivery import BOT, CONTACT, Deliverer
 from app.sandbox.deliverylog import DeliveryReport
 from app.sandbox.errors import ApiError, SandboxError
@@ -266,6 +266,13 @@ class Platform:
                     )
                 )
         return emissions
+
+    def advisor_confirms_mass_send(self, userid: str, msgid: str | None = None) -> dict[str, Any]:
+        """The advisor confirms their pending mass-send tasks in the client (all of them, or the
+        one of ``msgid``): each customer is sent to, or reported not a friend (2) or over the
+        receiving limit (3). No callback: WeCom sends none for it."""
+        with self.state.lock:
+            return {"confirmed": massend.confirm(self.state, userid=userid, msgid=msgid)}
 
     def verify_callback_url(self, target: str = CONTACT) -> dict[str, Any]:
         """Send WeCom's URL verification GET to the ``contact`` or ``bot`` callback URL."""

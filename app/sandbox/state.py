@@ -17,6 +17,7 @@ from app.sandbox.deliverylog import DeliveryLog
 from app.sandbox.errors import ApiError, SandboxError
 from app.sandbox.faults import FaultBook, RateLimiter
 from app.sandbox.ids import IdFactory
+from app.sandbox.massend import counts as mass_send_counts
 from app.sandbox.models import (
     AGENT_APP,
     CONTACT_APP,
@@ -25,6 +26,7 @@ from app.sandbox.models import (
     ContactWay,
     Customer,
     Employee,
+    MassSend,
     PendingTransfer,
     Relation,
     SentAppMessage,
@@ -64,6 +66,8 @@ class SandboxState:
         self.welcome_messages: list[SentWelcome] = []
         self.app_messages: list[SentAppMessage] = []
         self.transfers: dict[str, PendingTransfer] = {}
+        self.mass_sends: dict[str, MassSend] = {}  # by msgid, oldest first (app.sandbox.massend)
+        self.mass_received: dict[str, list[int]] = {}  # external_userid → mass messages' send times
         self.api_calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()  # errcode, or "http_502" for an HTTP fault
         self.errors_by_path: Counter[str] = Counter()
@@ -267,4 +271,5 @@ class SandboxState:
                 "welcome_messages": len(self.welcome_messages),
                 "app_messages": len(self.app_messages),
                 "pending_transfers": len(self.transfers),
+                **mass_send_counts(self),
             }
