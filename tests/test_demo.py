@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from app.demo.days import card_tags, sop_cards_folder
 from app.demo.environment import child_environment, demo_settings, in_process_config
 from app.demo.scenario import (
     LEAD_LINK,
@@ -27,6 +28,7 @@ from app.demo.scenario import (
 from app.intake import state as states
 from app.intake.leads import LeadIn
 from app.intake.roster import DEMO_ROSTER, read_roster_file
+from app.sop.loader import Library, read_cards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +99,13 @@ def test_a_customer_leaves_at_most_once() -> None:
     assert scenario.count(CustomerDeletesAdvisor) >= 1
 
 
+def test_the_demo_creates_the_tags_the_starter_cards_name() -> None:
+    cards = [f.card for f in read_cards([sop_cards_folder()], Library()) if f.card is not None]
+    assert len(cards) == 7
+    tags = set().union(*(card_tags(card) for card in cards))
+    assert {"活动:试驾专场", "活动:战败召回", "活动:老带新", "客户阶段:潜客", "客户阶段:车主"} <= tags
+
+
 def test_children_never_see_the_callers_scrm_settings(tmp_path: Path) -> None:
     settings = demo_settings(tmp_path, "unix:///tmp/redis.sock", "http://127.0.0.1:9/cgi-bin/")
     caller = {
@@ -114,6 +123,7 @@ def test_children_never_see_the_callers_scrm_settings(tmp_path: Path) -> None:
     assert "127.0.0.1" in env["NO_PROXY"]
     config = in_process_config(settings)
     assert config["WECOM_TOKEN"] != "real-token" and config["SCRM_MODE"] == "demo"
+    assert env["CLOCK_OFFSET_KEY"] == config["CLOCK_OFFSET_KEY"] != ""  # one simulated time for all
 
 
 @pytest.mark.slow
@@ -164,5 +174,30 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert (leads, linked) == (number("leads imported"), number("linked"))
     assert number("interactions total") == number("HQ feed items") > 0
+    # the simulated days: the starter SOP cards, their enrollments, steps and reminders
+    assert number("cards loaded") == 7
+    assert number("enrollments") > 0 and number("enrollments finished") > 0
+    assert number("steps run") == number("reminders sent") > 0
+    assert number("exits") >= 1  # high intent moved someone to the intent stage: out of prospect-welcome
+    welcome = re.search(
+        r"^\s+prospect-welcome\s+(\d+) enrolled\s+steps 1:(\d+) 2:(\d+) 3:(\d+) 4:(\d+)\s+skipped (\d+)"
+        r"\s+finished (\d+)\s+exited (\d+)$",
+        out,
+        re.MULTILINE,
+    )
+    assert welcome, out
+    enrolled, *steps, skipped, finished, exited = map(int, welcome.groups())
+    assert enrolled > 0 and all(count > 0 for count in steps) and skipped == 0
+    assert finished + exited == enrolled and steps[0] == enrolled and steps[-1] == finished
+    for card in ("high-intent-follow-up", "test-drive-invite"):
+        assert re.search(rf"^\s+{card}\s+[1-9]\d* enrolled", out, re.MULTILINE), out
+    for check in (
+        "every starter SOP card loaded",
+        "every enrollment's due steps ran exactly once",
+        "one reminder per step run, to its advisor",
+        "prospect-welcome ran through all its steps",
+        "the interaction log holds what happened, kind by kind",
+    ):
+        assert re.search(rf"^\s+ok\s+{re.escape(check)}", out, re.MULTILINE), check
     assert "FAIL" not in out and "demo OK" in out
     assert not folder.exists()  # removed after a successful run without --keep

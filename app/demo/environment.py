@@ -15,6 +15,9 @@ from typing import Any
 from app.config import SANDBOX_CREDENTIALS, Settings
 
 LOOPBACK = "127.0.0.1,localhost"
+# The Redis key of the simulated time every demo process shares (app.clock.SharedOffsetClock):
+# the simulated days (app/demo/days.py) move it.
+CLOCK_OFFSET_KEY = "scrm:demo:clock-offset"
 
 
 def demo_settings(instance: Path, redis_url: str, api_base: str) -> dict[str, str]:
@@ -27,6 +30,8 @@ def demo_settings(instance: Path, redis_url: str, api_base: str) -> dict[str, st
         "WECOM_API_BASE": api_base,
         "LOG_LEVEL": "WARNING",
         "AUTO_MIGRATE": "0",  # the demo process migrates once, before any child starts
+        "CLOCK_OFFSET_KEY": CLOCK_OFFSET_KEY,
+        "SOP_STEPS_PER_JOB": "50",  # fewer, larger step jobs: a fork per job, a few hundred steps a day
     }
 
 

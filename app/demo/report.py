@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from app.demo.days import Simulated
 from app.demo.feed import FeedRead
 from app.demo.play import Played
 from app.demo.scenario import LEAD_LINK, LEAD_UNIONID, OWN, SHARED, Scenario
+from app.demo.sop_report import SopSeen, collect_sop, expected_sop_interactions, sop_checks, sop_lines
 from app.sandbox import SandboxServer
 from app.services import Services
 from app.store import inbox
@@ -84,6 +86,7 @@ class Observed:
     churn_cards: int = 0  # textcards to dealer managers titled 客户流失提醒
     lead_cards: int = 0  # textcards to advisors titled 新线索
     pending_transfers: int = 0
+    sop: SopSeen | None = None  # the simulated days, when they ran
 
     @property
     def processed(self) -> int:
@@ -118,7 +121,12 @@ def interactions_of(svc: Services, kind: str) -> int:
 
 
 def collect(
-    svc: Services, sandbox: SandboxServer, feed: FeedRead, seconds: float, played: Played
+    svc: Services,
+    sandbox: SandboxServer,
+    feed: FeedRead,
+    seconds: float,
+    played: Played,
+    days: Simulated | None = None,
 ) -> Observed:
     with svc.sessions() as session:
         statuses = inbox.status_counts(session)
@@ -148,6 +156,8 @@ def collect(
             seen.churn_cards += 1
         elif title.startswith(LEAD_TITLE) and set(touser) <= set(seen.advisors):
             seen.lead_cards += 1
+    if days is not None and days.started is not None:
+        seen.sop = collect_sop(svc, sandbox, days)
     return seen
 
 
@@ -242,6 +252,9 @@ def expected_interactions(seen: Observed) -> dict[str, int]:
         "lead_linked": p.lead_adds,
         "bot_answered": p.texts,  # each advisor's text to the bot gets one answer
     }
+    if seen.sop is not None:  # the simulated days: enrollments, steps, their actions, intent
+        for kind, count in expected_sop_interactions(seen.sop).items():
+            expected[kind] = expected.get(kind, 0) + count
     return {kind: count for kind, count in expected.items() if count}
 
 
@@ -398,6 +411,8 @@ def summary_lines(scenario: Scenario, seen: Observed) -> list[str]:
     lines.append(f"    {'time taken':<26}{seen.seconds:>6.1f} s")
     lines.append("  per dealer (assignments by the add, hand-overs, churn alerts, leads)")
     lines += dealer_table(seen, scenario)
+    if seen.sop is not None:
+        lines += sop_lines(seen.sop)
     return lines
 
 
@@ -497,6 +512,8 @@ def checks(scenario: Scenario, seen: Observed, emitted_by_player: int) -> list[C
             f"{seen.feed.distinct_ids} distinct, {written} in the log)",
         )
     )
+    if seen.sop is not None:
+        results += [Check(ok, text) for ok, text in sop_checks(seen.sop)]
     return results
 
 

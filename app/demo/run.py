@@ -14,6 +14,7 @@ from pathlib import Path
 from app import create_app
 from app.config import SANDBOX_CREDENTIALS
 from app.demo import instance, runner
+from app.demo.days import DAYS, Days, Simulated
 from app.demo.environment import child_environment, demo_settings, in_process_config
 from app.demo.feed import read_feed
 from app.demo.play import Player, PlayError, PostedLead
@@ -96,9 +97,15 @@ def _run(
         finished = _play(running, player, scenario, deadline, echo)
     except PlayError as exc:
         raise DemoError(str(exc)) from None
+    days = None
+    if finished:
+        days = Days(running.svc, running.sandbox, running.web_url, scenario.seed, deadline, echo).run()
+        finished = days.finished
+        if finished:
+            echo(f"simulated {DAYS} days in {days.seconds:.1f} s")
     if not finished:
         echo(f"TIMED OUT after {options.timeout:.0f} s (--timeout); the summary shows how far it got")
-    return _report(running, player, scenario, time.monotonic() - started, finished, echo)
+    return _report(running, player, scenario, time.monotonic() - started, finished, echo, days)
 
 
 def _start(
@@ -226,10 +233,16 @@ def _stage(
 
 
 def _report(
-    running: Running, player: Player, scenario: Scenario, seconds: float, finished: bool, echo: Echo
+    running: Running,
+    player: Player,
+    scenario: Scenario,
+    seconds: float,
+    finished: bool,
+    echo: Echo,
+    days: Simulated | None = None,
 ) -> bool:
     feed = read_feed(running.web_url, SANDBOX_CREDENTIALS["HQ_API_TOKEN"])
-    seen = collect(running.svc, running.sandbox, feed, seconds, player.played)
+    seen = collect(running.svc, running.sandbox, feed, seconds, player.played, days)
     echo("")
     for line in summary_lines(scenario, seen):
         echo(line)
