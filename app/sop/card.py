@@ -26,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -270,6 +271,21 @@ class SendAction(_Model):
     type: Literal["send"]
     text: Text
     attachments: Annotated[list[Attachment], Field(max_length=ATTACHMENTS_MAX)] = []
+
+    @field_validator("attachments")
+    @classmethod
+    def _no_miniprogram(cls, attachments: list[Any]) -> list[Any]:
+        # add_msg_template wants a mini-program's cover as an uploaded image (pic_media_id, valid
+        # 3 days); preparing covers is not built yet, and a send that WeCom refuses at step time
+        # is worse than a card refused now. Quick replies may carry mini-programs (the sidebar
+        # sends them with the JS-SDK, which takes the cover's address).
+        for item in attachments:
+            if isinstance(item, MiniProgramReply):
+                raise ValueError(
+                    "a send cannot carry a mini-program yet (WeCom needs its cover uploaded as media);"
+                    " attach a link to the page instead"
+                )
+        return attachments
 
 
 Action = Annotated[TagAction | StageAction | SendAction, Field(discriminator="type")]

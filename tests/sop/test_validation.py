@@ -98,6 +98,10 @@ BAD = {
         "4: trigger: unknown on 'birthday': use contact_added, tag_added, stage_changed, intent_band, "
         "lead_assigned, no_reply or manual",
     ],
+    "send_miniprogram.yaml": [
+        "11: steps[0].actions[0].attachments: a send cannot carry a mini-program yet (WeCom needs its cover "
+        "uploaded as media); attach a link to the page instead",
+    ],
     "reply_type.yaml": [
         "9: steps[0].quick_replies[0]: unknown type 'video': use text, image, link or miniprogram",
         "11: steps[0].quick_replies[1]: needs `type:` (text, image, link or miniprogram)",
