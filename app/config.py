@@ -77,6 +77,7 @@ class Settings(BaseModel):
     WECOM_RATE_LIMIT_MAX_WAIT: float = 10.0
 
     HQ_API_TOKEN: str = ""
+    DEALER_API_TOKENS: str = ""  # "SH01=token,HZ01=token2": dealer-scoped API tokens (campaigns)
     PUBLIC_BASE_URL: str = "http://localhost:5000"
     PHONE_HASH_KEY: str = ""
 
@@ -156,6 +157,28 @@ class Settings(BaseModel):
         return self.PUBLIC_BASE_URL.rstrip("/") + "/" + path.lstrip("/")
 
     @property
+    def dealer_api_tokens(self) -> dict[str, str]:
+        """DEALER_API_TOKENS parsed: {token: dealer code}. ValueError on a malformed list."""
+        tokens: dict[str, str] = {}
+        codes: set[str] = set()
+        for item in self.DEALER_API_TOKENS.split(","):
+            if not item.strip():
+                continue
+            code, sep, token = item.partition("=")
+            code, token = code.strip().upper(), token.strip()
+            if not sep or not code or not token:
+                raise ValueError(f"{item.strip()!r} is not CODE=token")
+            if code in codes:
+                raise ValueError(f"dealer {code} has two tokens")
+            if token in tokens or token == self.HQ_API_TOKEN:
+                raise ValueError(f"the token of {code} is not unique")
+            if self.is_production and len(token) < 24:
+                raise ValueError(f"the token of {code} is shorter than 24 characters")
+            tokens[token] = code
+            codes.add(code)
+        return tokens
+
+    @property
     def retry_intervals(self) -> list[int]:
         return [int(part) for part in self.JOB_RETRY_INTERVALS.split(",") if part.strip()]
 
@@ -218,6 +241,10 @@ class Settings(BaseModel):
             self.rate_limits  # noqa: B018 - parse now so a typo stops start-up, not a worker later
         except ValueError as exc:
             raise ConfigError(f"WECOM_RATE_LIMITS must look like 'api/path=600,other=100': {exc}") from exc
+        try:
+            self.dealer_api_tokens  # noqa: B018 - parse now so a typo stops start-up
+        except ValueError as exc:
+            raise ConfigError(f"DEALER_API_TOKENS must look like 'SH01=token,HZ01=token2': {exc}") from exc
         for key in ("SOP_WORKING_HOURS", "SOP_QUIET_HOURS"):
             try:
                 getattr(self, key.lower())

@@ -13,6 +13,7 @@ def _json_error(exc: HTTPException) -> tuple[Response, int]:
 
 
 from app.api import (  # noqa: E402,F401  (registers routes on the blueprint)
+    campaigns,
     contact_way,
     customer_actions,
     interactions,

@@ -32,7 +32,7 @@ cli = ScrmGroup(
 
 
 def _register() -> None:
-    from app.cli import db, demo, inbox, leads, roster, sandbox, sop, tags, worker
+    from app.cli import campaign, db, demo, inbox, leads, roster, sandbox, sop, tags, worker
 
     cli.add_command(db.db)
     cli.add_command(inbox.inbox)
@@ -43,6 +43,7 @@ def _register() -> None:
     cli.add_command(tags.tags)
     cli.add_command(leads.leads)
     cli.add_command(sop.sop)
+    cli.add_command(campaign.campaign)
 
 
 _register()

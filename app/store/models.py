@@ -326,4 +326,4 @@ class SopCard(Base):
 
 
 # Models kept in modules of their own; imported here so every table is in Base.metadata.
-from app.store import insight_models, sop_models  # noqa: E402,F401
+from app.store import campaign_models, insight_models, sop_models  # noqa: E402,F401

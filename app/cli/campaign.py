@@ -1,0 +1,114 @@
+"""scrm campaign create FILE.yaml [--dry-run] [--draft] [--dealer CODE] · status ID · cancel ID"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from flask.cli import AppGroup
+from pydantic import ValidationError
+
+from app.campaigns import states, store
+from app.campaigns.model import CampaignSpec, spec_errors
+from app.services import services
+from app.store.campaign_models import Campaign
+
+campaign = AppGroup("campaign", help="Tagged mass sends (群发): campaigns, their audience and state.")
+
+
+def _echo_audience(figures: dict[str, Any]) -> None:
+    click.echo(f"audience: {figures.get('total', 0)} customer(s)")
+    if figures.get("by_dealer"):
+        click.echo("  per dealer:")
+        for code, n in sorted(figures["by_dealer"].items()):
+            click.echo(f"    {code:<12} {n:>7}")
+    if figures.get("by_advisor"):
+        click.echo("  per advisor:")
+        for userid, n in sorted(figures["by_advisor"].items()):
+            click.echo(f"    {userid:<24} {n:>7}")
+
+
+@campaign.command("create")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--dry-run", is_flag=True, help="Only count the audience per dealer and advisor; store nothing."
+)
+@click.option("--draft", is_flag=True, help="Store it as a draft (not sent until scheduled).")
+@click.option("--dealer", "dealer", metavar="CODE", help="Create it as that dealer (its scope rules apply).")
+def create(file: Path, dry_run: bool, draft: bool, dealer: str | None) -> None:
+    """Create a campaign from a YAML FILE (see app/campaigns/examples/rav4-test-drive.yaml)."""
+    try:
+        body = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{file.name} is not valid YAML: {exc}") from None
+    if not isinstance(body, dict):
+        raise click.ClickException(f"{file.name} must hold one campaign (a mapping)")
+    try:
+        spec = CampaignSpec.model_validate(body)
+    except ValidationError as exc:
+        for message in spec_errors(exc):
+            click.echo(message, err=True)
+        raise click.ClickException(f"{file.name} is not a valid campaign; nothing was created") from None
+    svc = services()
+    actor_dealer = dealer.strip().upper() if dealer else None
+    now = svc.clock.now()
+    with svc.sessions() as session:
+        try:
+            made = store.plan(
+                session, spec, actor_dealer=actor_dealer, now=now, band_floors=svc.settings.intent_bands
+            )
+        except (store.ScopeError, store.SpecError) as exc:
+            raise click.ClickException(str(exc)) from None
+        scope = made.scope_dealer or "whole brand"
+        if dry_run:
+            click.echo(
+                f"dry run, nothing stored — {spec.name!r}, scope {scope}, send at {made.send_at.isoformat()}"
+            )
+            _echo_audience(made.counts.to_json())
+            return
+        row = store.create(session, made, actor_dealer=actor_dealer, now=now, draft=draft)
+        session.commit()
+        click.echo(
+            f"campaign {row.id} {row.name!r} {row.state}, scope {scope}, send at {row.send_at.isoformat()}"
+        )
+        _echo_audience(made.counts.to_json())
+
+
+@campaign.command("status")
+@click.argument("campaign_id", type=int)
+def status(campaign_id: int) -> None:
+    """A campaign's state, schedule, audience per dealer and advisor, and history."""
+    with services().sessions() as session:
+        row = session.get(Campaign, campaign_id)
+        if row is None:
+            raise click.ClickException(f"no campaign {campaign_id}")
+        data = store.to_json(session, row)
+    click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}")
+    scope = data["scope"]["dealer"] or "whole brand"
+    click.echo(f"scope {scope}, by {data['created_by']}, send at {data['send_at']}")
+    click.echo(f"filter: {data['filter']}")
+    _echo_audience(data["audience"])
+    click.echo("history:")
+    for item in data["history"]:
+        reason = f" ({item['reason']})" if item["reason"] else ""
+        click.echo(f"  {item['at']}  {item['from'] or '-'} → {item['to']}  by {item['by']}{reason}")
+
+
+@campaign.command("cancel")
+@click.argument("campaign_id", type=int)
+@click.option("--reason", default=None, help="Kept in the history.")
+def cancel(campaign_id: int, reason: str | None) -> None:
+    """Cancel a draft or scheduled campaign."""
+    svc = services()
+    with svc.sessions() as session:
+        try:
+            states.move(
+                session, campaign_id, (states.DRAFT, states.SCHEDULED), states.CANCELLED,
+                actor="cli", now=svc.clock.now(), reason=reason,
+            )  # fmt: skip
+        except states.StateConflict as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+    click.echo(f"campaign {campaign_id} cancelled")
