@@ -45,22 +45,23 @@ def test_dry_run_create_status_cancel(scrm, campaign_file):
 
     result = scrm("campaign", "create", str(campaign_file), "--dealer", "sh01")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("campaign 1 ")
+    assert result.output.startswith("campaign ")
+    campaign_id = result.output.split()[1]  # ids are not reset between tests on PostgreSQL
     assert "scheduled, scope SH01" in result.output
     assert "audience: 1 customer(s)" in result.output
 
-    status = scrm("campaign", "status", "1")
+    status = scrm("campaign", "status", campaign_id)
     assert status.exit_code == 0, status.output
-    assert "campaign 1 'RAV4 试驾专场 · 华东 10 月': scheduled" in status.output
+    assert f"campaign {campaign_id} 'RAV4 试驾专场 · 华东 10 月': scheduled" in status.output
     assert "by dealer:SH01" in status.output
     assert "- → scheduled  by dealer:SH01" in status.output
 
-    assert scrm("campaign", "cancel", "1", "--reason", "test").exit_code == 0
-    assert "cancelled  by cli (test)" in scrm("campaign", "status", "1").output
-    again = scrm("campaign", "cancel", "1")
+    assert scrm("campaign", "cancel", campaign_id, "--reason", "test").exit_code == 0
+    assert "cancelled  by cli (test)" in scrm("campaign", "status", campaign_id).output
+    again = scrm("campaign", "cancel", campaign_id)
     assert again.exit_code == 1
     assert "is cancelled" in again.output
-    assert scrm("campaign", "status", "42").exit_code == 1
+    assert scrm("campaign", "status", "999999").exit_code == 1
 
 
 def test_refusals(scrm, campaign_file, tmp_path):
