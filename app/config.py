@@ -113,6 +113,12 @@ class Settings(BaseModel):
     # by every process (app.clock.SharedOffsetClock). Empty: the system clock.
     CLOCK_OFFSET_KEY: str = ""
 
+    # Campaign submission and results (app/campaigns/submit.py, results.py).
+    CAMPAIGN_BATCH_SIZE: int = Field(default=10000, ge=1, le=10000)  # customers per add_msg_template
+    CAMPAIGN_POLL_INTERVAL: int = Field(default=300, ge=1)  # seconds between result polls
+    CAMPAIGN_REMIND_AFTER: int = Field(default=3600, ge=1)  # unconfirmed this long: remind (≤ 3)
+    CAMPAIGN_TASK_EXPIRY: int = Field(default=3 * 24 * 3600, ge=60)  # unsent this long: expired
+
     @field_validator("WECOM_API_BASE")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:

@@ -11,6 +11,7 @@ from rq.serializers import JSONSerializer
 
 import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
 from app.services import Services
+from workers.campaign_jobs import sweep_if_due as campaign_sweep_if_due
 from workers.queues import WORKER_QUEUES, queue
 from workers.sop_jobs import sweep_if_due as sop_sweep_if_due
 from workers.sweeper import sweep_if_due
@@ -31,6 +32,10 @@ class _SweepsInbox:
             sop_sweep_if_due(self.services)  # SOP: queue the sweep job once per SOP_SWEEP_INTERVAL
         except Exception:
             log.exception("SOP sweep failed")
+        try:
+            campaign_sweep_if_due(self.services)  # campaigns: due submissions, batches, result polls
+        except Exception:
+            log.exception("campaign sweep failed")
 
 
 class ScrmWorker(_SweepsInbox, Worker):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.store.models import Base
@@ -48,3 +48,64 @@ class CampaignTransition(Base):
     actor: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(255))
     at: Mapped[datetime]
+
+
+# -- submission and results (issue #5, steps 2-3) ----------------------------------------------------
+#
+# - ``campaign_recipients``: the frozen audience, one row per customer, written once when the
+#   submission starts; its ``status`` follows the customer: targeted → submitted (or failed: in
+#   WeCom's fail_list) → sent | not_sent | not_friend | over_limit, or cancelled.
+# - ``campaign_batches``: one add_msg_template call: an advisor's customers, at most
+#   CAMPAIGN_BATCH_SIZE of them; pending → submitting (claimed under a lease) → submitted (msgid,
+#   fail_list) or failed / cancelled. ``task_state`` is the advisor's WeCom task once submitted:
+#   unsent → sent | expired | cancelled.
+
+RECIPIENT_STATUSES = (
+    "targeted", "submitted", "sent", "not_sent", "not_friend", "over_limit", "failed", "cancelled",
+)  # fmt: skip
+
+
+class CampaignRecipient(Base):
+    __tablename__ = "campaign_recipients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    external_userid: Mapped[str] = mapped_column(String(64))
+    advisor_userid: Mapped[str] = mapped_column(String(64))
+    dealer_code: Mapped[str | None] = mapped_column(String(32))
+    batch_no: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    msgid: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "external_userid", name="uq_campaign_recipients"),
+        Index("ix_campaign_recipients_batch", "campaign_id", "advisor_userid", "batch_no"),
+    )
+
+
+class CampaignBatch(Base):
+    __tablename__ = "campaign_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    advisor_userid: Mapped[str] = mapped_column(String(64))
+    batch_no: Mapped[int]
+    size: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))  # pending|submitting|submitted|failed|cancelled
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(String(255))
+    msgid: Mapped[str | None] = mapped_column(String(64))
+    fail_list: Mapped[list[str] | None]
+    submitted_at: Mapped[datetime | None]
+    task_state: Mapped[str | None] = mapped_column(String(16))  # unsent|sent|expired|cancelled
+    results_at: Mapped[datetime | None]
+    reminded_count: Mapped[int] = mapped_column(default=0)
+    last_reminded_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "advisor_userid", "batch_no", name="uq_campaign_batches"),
+        Index("ix_campaign_batches_campaign", "campaign_id", "status"),
+    )

@@ -1,0 +1,158 @@
+"""Campaign submission against the live sandbox: the frozen audience, one add_msg_template per
+advisor batch, fail_list recorded, exactly once under a retried job, a job killed after the ledger
+write, and 45009 under a low sandbox rate limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.campaigns import states, submit
+from app.store import effects
+from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
+from app.store.models import Interaction
+from app.wecom.errors import WeComUnavailable
+from tests.campaigns.live import corp, create, customers, live_config, statuses, submitted_to_wecom, wecom
+from workers import campaign_jobs
+
+__all__ = ["corp", "wecom"]  # fixtures
+
+
+@pytest.fixture()
+def app_config(app_config: dict[str, Any], wecom) -> dict[str, Any]:
+    return live_config(app_config, wecom, CAMPAIGN_BATCH_SIZE=3)
+
+
+@pytest.fixture()
+def audience(svc, corp) -> dict[str, list[str]]:
+    return {
+        "sh_a": customers(svc, corp, "sh_a", 5, prefix="a"),
+        "sh_b": customers(svc, corp, "sh_b", 2, prefix="b"),
+        "ghost": customers(svc, corp, "sh_b", 2, prefix="g", in_wecom=False),  # WeCom: fail_list
+    }
+
+
+def everyone(audience: dict[str, list[str]]) -> list[str]:
+    return sorted(ext for group in audience.values() for ext in group)
+
+
+def _kinds(svc) -> dict[str, int]:
+    with svc.sessions() as session:
+        rows = session.execute(select(Interaction.kind, func.count()).group_by(Interaction.kind)).all()
+    return {kind: n for kind, n in rows if kind.startswith("campaign_")}
+
+
+def _state(svc, campaign_id: int) -> str:
+    with svc.sessions() as session:
+        return session.get(Campaign, campaign_id).state
+
+
+def test_submission_in_process_groups_by_advisor_and_records_fail_list(svc, corp, audience) -> None:
+    campaign_id = create(svc)
+    assert submit.run(svc, campaign_id) == {"submitted": 4}  # sh_a: 3 + 2, sh_b: 3 + 1
+    with svc.sessions() as session:
+        batches = session.scalars(
+            select(CampaignBatch).order_by(CampaignBatch.advisor_userid, CampaignBatch.batch_no)
+        ).all()
+        assert [(b.advisor_userid, b.batch_no, b.size, b.status) for b in batches] == [
+            ("sh_a", 0, 3, "submitted"), ("sh_a", 1, 2, "submitted"), ("sh_b", 0, 3, "submitted"),
+            ("sh_b", 1, 1, "submitted"),
+        ]  # fmt: skip
+    sends = corp.state.mass_sends
+    assert len(sends) == 4
+    assert sorted(submitted_to_wecom(corp)) == everyone(audience)
+    assert all(
+        send.sender in ("sh_a", "sh_b") and len(send.external_userids) + len(send.fail_list) <= 3
+        for send in sends.values()
+    )
+    assert statuses(svc, campaign_id) == {"submitted": 7, "failed": 2}
+    with svc.sessions() as session:
+        failed = session.scalars(select(CampaignRecipient).where(CampaignRecipient.status == "failed")).all()
+        assert {r.external_userid for r in failed} == set(audience["ghost"])
+        assert {r.reason for r in failed} == {"fail_list"}
+        fail_lists = [b.fail_list for b in session.scalars(select(CampaignBatch)) if b.fail_list]
+        assert sorted(x for f in fail_lists for x in f) == sorted(audience["ghost"])
+    assert _state(svc, campaign_id) == states.WAITING
+    assert _kinds(svc) == {"campaign_targeted": 9, "campaign_submitted": 7, "campaign_failed": 2}
+    # Running it again submits nothing and writes nothing.
+    assert submit.run(svc, campaign_id) == {}
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "applied"
+    assert len(corp.state.mass_sends) == 4
+    assert _kinds(svc) == {"campaign_targeted": 9, "campaign_submitted": 7, "campaign_failed": 2}
+
+
+def test_a_job_killed_after_the_ledger_write_is_applied_from_the_ledger_on_rerun(
+    app, svc, corp, audience, monkeypatch
+) -> None:
+    campaign_id = create(svc)
+    refs = submit.start(svc, campaign_id)
+    assert len(refs) == 4
+
+    def killed(key: str) -> None:
+        raise SystemExit(f"killed after {key}")
+
+    monkeypatch.setattr(submit, "after_ledger", killed)
+    with pytest.raises(SystemExit):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    key = submit.ledger_key(campaign_id, "sh_a", 0)
+    assert effects.recorded(svc.sessions, key)["msgid"] in corp.state.mass_sends
+    with svc.sessions() as session:
+        batch = session.scalars(select(CampaignBatch).where(CampaignBatch.batch_no == 0,
+                                                            CampaignBatch.advisor_userid == "sh_a")).one()  # fmt: skip
+        assert (batch.status, batch.msgid) == ("submitting", None)  # the answer was never applied
+    monkeypatch.setattr(submit, "after_ledger", None)
+    # The retry (the lease is still live: the ledger is read before any claim) and the rest.
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "applied"
+    with app.app_context():  # the jobs themselves, as RQ runs them
+        assert campaign_jobs.submit_campaign(campaign_id).endswith("3 batch job(s) enqueued")
+        for ref in refs[1:]:
+            assert campaign_jobs.submit_batch(campaign_id, ref.advisor_userid, ref.batch_no) == "submitted"
+    assert len(corp.state.mass_sends) == 4
+    assert sorted(submitted_to_wecom(corp)) == everyone(audience)
+    assert statuses(svc, campaign_id) == {"submitted": 7, "failed": 2}
+    assert _state(svc, campaign_id) == states.WAITING
+
+
+def test_a_claimed_batch_is_not_submitted_by_a_second_job(svc, corp, audience) -> None:
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    claimed = submit._claim(svc, campaign_id, "sh_a", 0)  # a live job holds it
+    assert claimed is not None
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "skipped"
+    assert corp.state.mass_sends == {}
+    # Its lease runs out (the job died before WeCom answered): the next run may take it.
+    svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"
+    assert len(corp.state.mass_sends) == 1
+
+
+def test_45009_under_a_low_rate_limit_backs_off_and_loses_nothing(svc, corp, audience, work) -> None:
+    corp.state.configure(rate_limits={"externalcontact/add_msg_template": 2})
+    campaign_id = create(svc)
+    work()  # maintenance: the sweep enqueues submit_campaign → 4 batch jobs; two go through
+    with svc.sessions() as session:
+        done = session.scalar(select(func.count()).where(CampaignBatch.status == "submitted"))
+        pending = session.scalars(select(CampaignBatch).where(CampaignBatch.status == "pending")).all()
+    assert done == 2 and len(pending) == 2
+    assert all("45009" in (b.error or "") for b in pending)  # released, with the reason
+    assert _state(svc, campaign_id) == states.SUBMITTING
+    with pytest.raises(WeComUnavailable):  # still inside WeCom's window
+        submit.submit_batch(svc, campaign_id, pending[0].advisor_userid, pending[0].batch_no)
+    svc.clock.advance(61)  # the window passes; the sweep re-enqueues the pending batches
+    svc.redis.delete(campaign_jobs.LOCK_KEY)
+    for key in svc.redis.scan_iter("scrm:campaign:queued:*"):
+        svc.redis.delete(key)
+    work()
+    assert _state(svc, campaign_id) == states.WAITING
+    assert len(corp.state.mass_sends) == 4
+    assert sorted(submitted_to_wecom(corp)) == everyone(audience)  # each once
+    assert statuses(svc, campaign_id) == {"submitted": 7, "failed": 2}
+
+
+def test_an_empty_audience_goes_straight_to_waiting(svc, corp) -> None:
+    campaign_id = create(svc)
+    assert submit.run(svc, campaign_id) == {}
+    assert _state(svc, campaign_id) == states.WAITING
+    assert corp.state.mass_sends == {}

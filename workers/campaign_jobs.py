@@ -1,0 +1,136 @@
+"""Campaign jobs (issue #5) and their periodic driver.
+
+Every worker calls ``sweep_if_due`` in RQ's maintenance step (workers/worker.py); a Redis lock lets
+one worker per INBOX_SWEEP_INTERVAL run it. A sweep is a few indexed queries and enqueues:
+
+- scheduled campaigns due (``send_at ≤ now``, index ``ix_campaigns_due``) → ``submit_campaign``
+  (job id ``campaign-<id>-submit``);
+- submitting campaigns' batches still pending (or claimed under a lease that ran out) →
+  ``submit_batch`` on the BULK queue, unless a Redis marker says one is queued (``SET NX`` for the
+  job's life; correctness rests on the batch claim, not on the marker);
+- waiting campaigns, each at most once per CAMPAIGN_POLL_INTERVAL (a Redis key) → ``poll_campaign``.
+
+``submit_campaign`` freezes the audience and enqueues one ``submit_batch`` per batch (job id
+``campaign-<id>-batch-<batch id>-<attempt>``), so batches of different advisors go out in
+parallel across workers, each call under the shared rate limiter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import Queue
+from sqlalchemy import select
+
+from app.campaigns import results, states, submit
+from app.services import Services, services
+from app.store.campaign_models import Campaign
+from workers.appcontext import app_context
+from workers.queues import BULK, DEFAULT, queue, retry_policy
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "scrm:campaign-sweep:lock"
+QUEUED_KEY = "scrm:campaign:queued:{batch}"
+POLLED_KEY = "scrm:campaign:polled:{campaign}"
+
+
+def submit_campaign(campaign_id: int) -> str:
+    """Job: start the submission (freeze the audience) and enqueue its batches."""
+    with app_context():
+        svc = services()
+        refs = submit.start(svc, int(campaign_id))
+        return f"campaign {campaign_id}: {enqueue_batches(svc, refs)} batch job(s) enqueued"
+
+
+def submit_batch(campaign_id: int, advisor_userid: str, batch_no: int) -> str:
+    """Job: submit one batch (raises when WeCom stays busy, so RQ retries it)."""
+    with app_context():
+        return submit.submit_batch(services(), int(campaign_id), advisor_userid, int(batch_no))
+
+
+def poll_campaign(campaign_id: int) -> str:
+    """Job: results, reminders, expiry; done when every task is settled."""
+    with app_context():
+        return str(results.poll(services(), int(campaign_id)))
+
+
+def cancel_campaign(campaign_id: int) -> str:
+    """Job: stop the advisors' tasks of a campaign cancelled after submission."""
+    with app_context():
+        return str(results.cancel_tasks(services(), int(campaign_id)))
+
+
+def _data(svc: Services, func: str, args: tuple, job_id: str, description: str):
+    return Queue.prepare_data(
+        f"workers.campaign_jobs.{func}", args=args, job_id=job_id, timeout=svc.settings.JOB_TIMEOUT,
+        retry=retry_policy(svc.settings), result_ttl=3600, failure_ttl=7 * 24 * 3600, description=description,
+    )  # fmt: skip
+
+
+def _enqueue(svc: Services, name: str, jobs: list) -> None:
+    if jobs:
+        with svc.redis.pipeline() as pipe:
+            queue(name, svc.redis).enqueue_many(jobs, pipeline=pipe)
+            pipe.execute()
+
+
+def enqueue_batches(svc: Services, refs: list[submit.BatchRef]) -> int:
+    if not refs:
+        return 0
+    ttl = svc.settings.JOB_TIMEOUT + 30
+    with svc.redis.pipeline() as pipe:
+        for ref in refs:
+            pipe.set(QUEUED_KEY.format(batch=ref.id), "1", nx=True, ex=ttl)
+        fresh = [ref for ref, ok in zip(refs, pipe.execute(), strict=True) if ok]
+    stamp = int(svc.clock.time()) if hasattr(svc.clock, "time") else 0
+    jobs = [
+        _data(svc, "submit_batch", (ref.campaign_id, ref.advisor_userid, ref.batch_no),
+              f"campaign-{ref.campaign_id}-batch-{ref.id}-{stamp}",
+              f"campaign {ref.campaign_id}: submit batch {ref.batch_no} of {ref.advisor_userid}")
+        for ref in fresh
+    ]  # fmt: skip
+    _enqueue(svc, BULK, jobs)
+    return len(jobs)
+
+
+def enqueue_cancel(svc: Services, campaign_id: int) -> None:
+    _enqueue(svc, DEFAULT, [_data(svc, "cancel_campaign", (campaign_id,), f"campaign-{campaign_id}-cancel",
+                                  f"campaign {campaign_id}: cancel the advisors' tasks")])  # fmt: skip
+
+
+def sweep(svc: Services) -> dict[str, int]:
+    """One sweep (see the module notes); returns what it enqueued."""
+    now = svc.clock.now()
+    with svc.sessions() as session:
+        due = list(
+            session.scalars(
+                select(Campaign.id)
+                .where(Campaign.state == states.SCHEDULED, Campaign.send_at <= now)
+                .limit(100)
+            )
+        )
+        submitting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.SUBMITTING)))
+        waiting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.WAITING)))
+        refs = [ref for cid in submitting for ref in submit.pending_batches(session, cid, now)]
+    _enqueue(svc, DEFAULT, [_data(svc, "submit_campaign", (cid,), f"campaign-{cid}-submit",
+                                  f"campaign {cid}: start the submission") for cid in due])  # fmt: skip
+    batches = enqueue_batches(svc, refs)
+    interval = svc.settings.CAMPAIGN_POLL_INTERVAL
+    polls = [
+        _data(svc, "poll_campaign", (cid,), f"campaign-{cid}-poll-{int(now.timestamp())}",
+              f"campaign {cid}: results and reminders")
+        for cid in waiting + submitting
+        if svc.redis.set(POLLED_KEY.format(campaign=cid), "1", nx=True, ex=interval)
+    ]  # fmt: skip
+    _enqueue(svc, DEFAULT, polls)
+    return {"submit": len(due), "batches": batches, "polls": len(polls)}
+
+
+def sweep_if_due(svc: Services) -> bool:
+    """Run a sweep unless a worker did within INBOX_SWEEP_INTERVAL (a Redis lock)."""
+    interval = max(1, svc.settings.INBOX_SWEEP_INTERVAL - 1)
+    if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
+        return False
+    sweep(svc)
+    return True
