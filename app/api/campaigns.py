@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from app.api import api
 from app.api.auth import require_hq_or_dealer_token
-from app.campaigns import states, store
+from app.campaigns import progress, results, states, store
 from app.campaigns.model import CampaignSpec, spec_errors
 from app.services import services
 from app.store.campaign_models import Campaign
@@ -66,7 +66,7 @@ def create_campaign():
             )
         campaign = store.create(session, made, actor_dealer=caller.dealer, now=now, draft=_flag("draft"))
         session.commit()
-        response = jsonify(store.to_json(session, campaign))
+        response = jsonify(_with_progress(session, campaign))
     response.status_code = 201
     response.headers["Location"] = f"/api/campaigns/{campaign.id}"
     return response
@@ -83,9 +83,14 @@ def _campaign(session, campaign_id: int) -> Campaign:
 @require_hq_or_dealer_token
 def get_campaign(campaign_id: int):
     """``{id, name, state, scope, created_by, send_at, content, filter, audience: {total,
-    by_dealer, by_advisor, counted_at, source}, history: [{from, to, by, reason, at}]}``."""
+    by_dealer, by_advisor, counted_at, source}, history: [{from, to, by, reason, at}], progress}``;
+    ``progress`` (null before the submission started): app/campaigns/progress.py's figures."""
     with services().sessions() as session:
-        return jsonify(store.to_json(session, _campaign(session, campaign_id)))
+        return jsonify(_with_progress(session, _campaign(session, campaign_id)))
+
+
+def _with_progress(session, campaign: Campaign) -> dict:
+    return {**store.to_json(session, campaign), "progress": progress.figures(session, campaign.id)}
 
 
 def _move(campaign_id: int, sources: tuple[str, ...], target: str):
@@ -104,14 +109,34 @@ def _move(campaign_id: int, sources: tuple[str, ...], target: str):
         except states.StateConflict as exc:
             return _error(409, "conflict", str(exc), state=exc.current)
         session.commit()
-        return jsonify(store.to_json(session, session.get(Campaign, campaign_id)))
+        return jsonify(_with_progress(session, session.get(Campaign, campaign_id)))
 
 
 @api.post("/campaigns/<int:campaign_id>/cancel")
 @require_hq_or_dealer_token
 def cancel_campaign(campaign_id: int):
-    """Draft or scheduled → cancelled (body ``{"reason": …}`` optional); 409 from any other state."""
-    return _move(campaign_id, (states.DRAFT, states.SCHEDULED), states.CANCELLED)
+    """Draft, scheduled, submitting or waiting → cancelled (body ``{"reason": …}`` optional); 409
+    from done / cancelled. Once handed to WeCom, a job cancels the advisors' open tasks."""
+    svc = services()
+    caller = g.api_caller
+    body = request.get_json(force=True, silent=True) or {}
+    reason = body.get("reason") if isinstance(body, dict) and isinstance(body.get("reason"), str) else None
+    with svc.sessions() as session:
+        campaign = _campaign(session, campaign_id)
+        if not store.may_change(campaign, caller.dealer):
+            return _error(403, "forbidden", f"campaign {campaign_id} was made by {campaign.created_by}")
+        try:
+            left = results.mark_cancelled(
+                session, campaign_id, actor=caller.actor, now=svc.clock.now(), reason=reason
+            )
+        except states.StateConflict as exc:
+            return _error(409, "conflict", str(exc), state=exc.current)
+        session.commit()
+        if left in (states.SUBMITTING, states.WAITING):
+            from workers.campaign_jobs import enqueue_cancel
+
+            enqueue_cancel(svc, campaign_id)
+        return jsonify(_with_progress(session, session.get(Campaign, campaign_id)))
 
 
 @api.post("/campaigns/<int:campaign_id>/schedule")

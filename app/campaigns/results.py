@@ -278,6 +278,7 @@ def mark_cancelled(
             .values(status="cancelled", reason="campaign cancelled", updated_at=now)
         )
     session.flush()
+    session.expire_all()  # the UPDATEs above bypassed the identity map
     return current
 
 

@@ -1,4 +1,5 @@
-"""scrm campaign create FILE.yaml [--dry-run] [--draft] [--dealer CODE] · status ID · cancel ID"""
+"""scrm campaign create FILE.yaml [--dry-run] [--draft] [--dealer CODE] · status ID · cancel ID ·
+run ID · poll ID"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import yaml
 from flask.cli import AppGroup
 from pydantic import ValidationError
 
-from app.campaigns import states, store
+from app.campaigns import progress, results, states, store, submit
 from app.campaigns.model import CampaignSpec, spec_errors
 from app.services import services
 from app.store.campaign_models import Campaign
@@ -28,6 +29,25 @@ def _echo_audience(figures: dict[str, Any]) -> None:
         click.echo("  per advisor:")
         for userid, n in sorted(figures["by_advisor"].items()):
             click.echo(f"    {userid:<24} {n:>7}")
+
+
+FIGURES = ("queued", "submitted", "sent", "not_sent", "not_friend", "over_limit", "failed", "cancelled")
+
+
+def _line(bucket: dict[str, Any]) -> str:
+    return " · ".join(f"{name} {bucket.get(name, 0)}" for name in FIGURES if bucket.get(name))
+
+
+def _echo_progress(figures: dict[str, Any] | None) -> None:
+    if figures is None:
+        return
+    click.echo(f"progress: {figures['targeted']} targeted — {_line(figures) or 'nothing yet'}")
+    for title, key in (("per dealer", "by_dealer"), ("per advisor", "by_advisor")):
+        click.echo(f"  {title}:")
+        for name, bucket in sorted(figures[key].items()):
+            click.echo(f"    {name:<24} {bucket['targeted']:>7}  {_line(bucket)}")
+    tasks = ", ".join(f"{n} {state}" for state, n in sorted(figures["tasks"].items()))
+    click.echo(f"  tasks: {tasks}; reminders sent: {figures['reminders']}")
 
 
 @campaign.command("create")
@@ -85,11 +105,13 @@ def status(campaign_id: int) -> None:
         if row is None:
             raise click.ClickException(f"no campaign {campaign_id}")
         data = store.to_json(session, row)
+        figures = progress.figures(session, campaign_id)
     click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}")
     scope = data["scope"]["dealer"] or "whole brand"
     click.echo(f"scope {scope}, by {data['created_by']}, send at {data['send_at']}")
     click.echo(f"filter: {data['filter']}")
     _echo_audience(data["audience"])
+    _echo_progress(figures)
     click.echo("history:")
     for item in data["history"]:
         reason = f" ({item['reason']})" if item["reason"] else ""
@@ -100,15 +122,34 @@ def status(campaign_id: int) -> None:
 @click.argument("campaign_id", type=int)
 @click.option("--reason", default=None, help="Kept in the history.")
 def cancel(campaign_id: int, reason: str | None) -> None:
-    """Cancel a draft or scheduled campaign."""
+    """Cancel a campaign; once submitted, its advisors' open tasks are cancelled in WeCom too."""
+    try:
+        report = results.cancel(services(), campaign_id, actor="cli", reason=reason)
+    except states.StateConflict as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"campaign {campaign_id} cancelled" + (f"; {report}" if report.checked else ""))
+
+
+@campaign.command("run")
+@click.argument("campaign_id", type=int)
+def run(campaign_id: int) -> None:
+    """Submit a scheduled campaign now, in this process (its send_at is not waited for)."""
     svc = services()
+    try:
+        outcomes = submit.run(svc, campaign_id, actor="cli")
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    done = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())) or "nothing to submit"
+    click.echo(f"campaign {campaign_id}: {done}")
     with svc.sessions() as session:
-        try:
-            states.move(
-                session, campaign_id, (states.DRAFT, states.SCHEDULED), states.CANCELLED,
-                actor="cli", now=svc.clock.now(), reason=reason,
-            )  # fmt: skip
-        except states.StateConflict as exc:
-            raise click.ClickException(str(exc)) from None
-        session.commit()
-    click.echo(f"campaign {campaign_id} cancelled")
+        _echo_progress(progress.figures(session, campaign_id))
+
+
+@campaign.command("poll")
+@click.argument("campaign_id", type=int)
+def poll(campaign_id: int) -> None:
+    """Fetch results now, remind advisors who have not confirmed, close the campaign when done."""
+    svc = services()
+    click.echo(f"campaign {campaign_id}: {results.poll(svc, campaign_id, actor='cli')}")
+    with svc.sessions() as session:
+        _echo_progress(progress.figures(session, campaign_id))

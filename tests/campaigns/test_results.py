@@ -1,0 +1,166 @@
+"""Campaign results against the live sandbox: per-customer outcomes after the advisors confirm,
+reminders to an advisor who does not (at most 3), expiry, cancel before and after confirmation,
+over-limit customers, and the progress figures (API and CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.campaigns import results, states, submit
+from app.store.campaign_models import Campaign, CampaignBatch
+from app.store.models import Interaction
+from tests.campaigns.live import corp, create, customers, live_config, statuses, wecom
+
+__all__ = ["corp", "wecom"]  # fixtures
+CONFIRM = 601  # the sandbox's mass_send_confirm_delay (600 s) has passed
+
+
+@pytest.fixture()
+def app_config(app_config: dict[str, Any], wecom) -> dict[str, Any]:
+    return live_config(app_config, wecom, CAMPAIGN_REMIND_AFTER=3600, CAMPAIGN_TASK_EXPIRY=24 * 3600)
+
+
+@pytest.fixture()
+def audience(svc, corp) -> dict[str, list[str]]:
+    return {
+        "sh_a": customers(svc, corp, "sh_a", 3, prefix="a"),
+        "sh_b": customers(svc, corp, "sh_b", 2, prefix="b"),
+        "sh_c": customers(svc, corp, "sh_c", 2, prefix="c"),
+    }
+
+
+def _state(svc, campaign_id: int) -> str:
+    with svc.sessions() as session:
+        return session.get(Campaign, campaign_id).state
+
+
+def _kind(svc, kind: str) -> list[Interaction]:
+    with svc.sessions() as session:
+        return list(session.scalars(select(Interaction).where(Interaction.kind == kind)))
+
+
+def test_results_after_the_confirm_delay_and_progress(svc, corp, audience, clock, client, scrm) -> None:
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    first = results.poll(svc, campaign_id)
+    assert (first.sent, first.done) == (0, False)
+    with corp.state.lock:  # one of sh_b's customers deleted sh_b meanwhile
+        corp.state.relations[("sh_b", audience["sh_b"][0])].deleted_by_customer = True
+    clock.advance(CONFIRM)
+    report = results.poll(svc, campaign_id)
+    assert (report.checked, report.sent, report.done) == (3, 3, True)
+    assert _state(svc, campaign_id) == states.DONE
+    assert statuses(svc, campaign_id) == {"sent": 6, "not_friend": 1}
+    assert len(_kind(svc, "campaign_delivered")) == 6
+    [failed] = _kind(svc, "campaign_failed")
+    assert failed.payload == {"campaign": campaign_id, "reason": "not_friend"}
+    assert results.poll(svc, campaign_id).checked == 0  # nothing left; nothing written twice
+    assert len(_kind(svc, "campaign_delivered")) == 6
+
+    response = client.get(
+        f"/api/campaigns/{campaign_id}", headers={"Authorization": "Bearer " + svc.settings.HQ_API_TOKEN}
+    )
+    progress = response.get_json()["progress"]
+    assert (progress["targeted"], progress["sent"], progress["not_friend"]) == (7, 6, 1)
+    assert progress["by_advisor"]["sh_b"]["not_friend"] == 1 and progress["by_dealer"]["SH01"]["sent"] == 6
+    out = scrm("campaign", "status", str(campaign_id)).output
+    assert "progress: 7 targeted" in out and "sent 6" in out
+
+
+def test_an_advisor_who_does_not_confirm_is_reminded_at_most_three_times(svc, corp, audience, clock) -> None:
+    corp.state.configure(mass_send_decline_userids=["sh_c"])
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    clock.advance(CONFIRM)
+    assert results.poll(svc, campaign_id).sent == 2  # sh_a, sh_b
+    reminded = 0
+    for _ in range(6):
+        clock.advance(3600)
+        reminded += results.poll(svc, campaign_id).reminded
+    assert reminded == 3
+    [send] = [s for s in corp.state.mass_sends.values() if s.sender == "sh_c"]
+    assert len(send.reminders) == 3  # never a fourth (WeCom would answer 45009)
+    with svc.sessions() as session:
+        batch = session.scalars(select(CampaignBatch).where(CampaignBatch.advisor_userid == "sh_c")).one()
+        assert (batch.reminded_count, batch.task_state) == (3, "unsent")
+    clock.advance(24 * 3600)
+    report = results.poll(svc, campaign_id)
+    assert (report.expired, report.done) == (1, True)
+    assert statuses(svc, campaign_id) == {"sent": 5, "not_sent": 2}
+
+
+def test_cancel_before_confirmation_stops_every_task(svc, corp, audience) -> None:
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    report = results.cancel(svc, campaign_id, actor="hq", reason="wrong text")
+    assert report.cancelled == 3
+    assert _state(svc, campaign_id) == states.CANCELLED
+    assert all(t.state == "cancelled" for s in corp.state.mass_sends.values() for t in s.tasks.values())
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+
+
+def test_cancel_after_one_advisor_confirmed_keeps_what_was_sent(svc, corp, audience) -> None:
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    corp.platform.advisor_confirms_mass_send("sh_a")
+    report = results.cancel(svc, campaign_id, actor="hq")
+    assert (report.sent, report.cancelled) == (1, 2)
+    assert statuses(svc, campaign_id) == {"sent": 3, "cancelled": 4}
+
+
+def test_cancel_while_submitting_cancels_the_batches_not_yet_sent(svc, corp, audience) -> None:
+    campaign_id = create(svc)
+    refs = submit.start(svc, campaign_id)
+    submit.submit_batch(svc, campaign_id, refs[0].advisor_userid, refs[0].batch_no)
+    results.cancel(svc, campaign_id, actor="hq")
+    assert [submit.submit_batch(svc, campaign_id, r.advisor_userid, r.batch_no) for r in refs[1:]] == [
+        "skipped",
+        "skipped",
+    ]
+    assert len(corp.state.mass_sends) == 1
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+
+
+def test_customers_over_their_receiving_limit_are_reported(svc, corp, audience, clock) -> None:
+    corp.state.configure(mass_send_receive_rule="day")  # one mass message per customer per day
+    first = create(svc, name="第一次")
+    submit.run(svc, first)
+    clock.advance(CONFIRM)
+    results.poll(svc, first)
+    second = create(svc, audience="dealer(SH01) and not stage(owner)", name="第二次")
+    submit.run(svc, second)
+    clock.advance(CONFIRM)
+    assert results.poll(svc, second).done
+    assert statuses(svc, second) == {"over_limit": 7}
+    reasons = {i.payload["reason"] for i in _kind(svc, "campaign_failed") if i.payload["campaign"] == second}
+    assert reasons == {"over_limit"}
+
+
+def test_the_worker_submits_and_polls_a_due_campaign(svc, corp, audience, clock, work) -> None:
+    campaign_id = create(svc)
+    work()  # maintenance sweep: submit_campaign, then the batch jobs
+    assert _state(svc, campaign_id) == states.WAITING
+    clock.advance(CONFIRM)
+    svc.redis.delete("scrm:campaign-sweep:lock")
+    for key in svc.redis.scan_iter("scrm:campaign:polled:*"):
+        svc.redis.delete(key)
+    work()  # the sweep enqueues poll_campaign
+    assert _state(svc, campaign_id) == states.DONE
+    assert statuses(svc, campaign_id) == {"sent": 7}
+
+
+def test_the_api_cancels_a_waiting_campaign_and_a_job_stops_its_tasks(
+    svc, corp, audience, client, work
+) -> None:
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    hq = {"Authorization": "Bearer " + svc.settings.HQ_API_TOKEN}
+    response = client.post(f"/api/campaigns/{campaign_id}/cancel", headers=hq, json={"reason": "typo"})
+    assert response.status_code == 200 and response.get_json()["state"] == states.CANCELLED
+    work()  # the cancel job
+    assert all(t.state == "cancelled" for s in corp.state.mass_sends.values() for t in s.tasks.values())
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+    assert client.post(f"/api/campaigns/{campaign_id}/cancel", headers=hq).status_code == 409
