@@ -1,8 +1,10 @@
-"""scrm campaign create FILE.yaml [--dry-run] [--draft] [--dealer CODE] · status ID · cancel ID ·
-run ID · poll ID"""
+"""scrm campaign create FILE.yaml [--dry-run] [--draft] [--dealer CODE] · status ID [--watch
+[--interval S]] · cancel ID · run ID · poll ID"""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +100,19 @@ def create(file: Path, dry_run: bool, draft: bool, dealer: str | None) -> None:
 
 @campaign.command("status")
 @click.argument("campaign_id", type=int)
-def status(campaign_id: int) -> None:
-    """A campaign's state, schedule, audience per dealer and advisor, and history."""
-    with services().sessions() as session:
-        row = session.get(Campaign, campaign_id)
-        if row is None:
-            raise click.ClickException(f"no campaign {campaign_id}")
-        data = store.to_json(session, row)
-        figures = progress.figures(session, campaign_id)
+@click.option("--watch", is_flag=True, help="Redraw the progress until the campaign is done or cancelled.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
+    help="Seconds between refreshes (--watch).",
+)  # fmt: skip
+def status(campaign_id: int, watch: bool, interval: float) -> None:
+    """A campaign's state, schedule, audience per dealer and advisor, and history; --watch: a
+    progress bar and the per-dealer table, redrawn until it is done or cancelled (Ctrl-C stops
+    watching; without a terminal, one line per refresh)."""
+    if watch:
+        _watch(campaign_id, interval)
+        return
+    data, figures = _read(campaign_id)
     click.echo(f"campaign {data['id']} {data['name']!r}: {data['state']}")
     scope = data["scope"]["dealer"] or "whole brand"
     click.echo(f"scope {scope}, by {data['created_by']}, send at {data['send_at']}")
@@ -116,6 +123,90 @@ def status(campaign_id: int) -> None:
     for item in data["history"]:
         reason = f" ({item['reason']})" if item["reason"] else ""
         click.echo(f"  {item['at']}  {item['from'] or '-'} → {item['to']}  by {item['by']}{reason}")
+
+
+def _read(campaign_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    with services().sessions() as session:
+        row = session.get(Campaign, campaign_id)
+        if row is None:
+            raise click.ClickException(f"no campaign {campaign_id}")
+        return store.to_json(session, row), progress.figures(session, campaign_id)
+
+
+# -- status --watch -------------------------------------------------------------------------------
+
+FINAL = (states.DONE, states.CANCELLED)
+BAR_WIDTH = 40
+RESULTS = (("sent", "sent"), ("not_sent", "not sent"), ("not_friend", "not a friend"),
+           ("over_limit", "over limit"), ("failed", "failed"), ("cancelled", "cancelled"))  # fmt: skip
+_sleep = time.sleep  # tests replace it to move the campaign on between refreshes
+
+
+def progress_bar(figures: dict[str, Any] | None, width: int = BAR_WIDTH) -> str:
+    """``[#####====.....]  12/40 settled`` — ``#`` customers with a result (sent, not sent, not a
+    friend, over limit, failed, cancelled), ``=`` handed to WeCom and waiting for the advisor,
+    ``.`` not handed over yet."""
+    if not figures or not figures["targeted"]:
+        return "[" + "." * width + "]  nothing targeted yet"
+    targeted = figures["targeted"]
+    settled = sum(figures.get(key, 0) for key, _ in RESULTS)
+    waiting = figures.get("submitted", 0)
+    done_cells = round(width * settled / targeted)
+    wait_cells = min(width - done_cells, round(width * (settled + waiting) / targeted) - done_cells)
+    bar = "#" * done_cells + "=" * wait_cells + "." * (width - done_cells - wait_cells)
+    return f"[{bar}] {settled}/{targeted} settled ({100 * settled // targeted}%)"
+
+
+def progress_line(figures: dict[str, Any] | None) -> str:
+    """targeted → submitted → each outcome, one line."""
+    if not figures:
+        return "not submitted yet"
+    handed = figures["targeted"] - figures.get("queued", 0)
+    outcomes = " · ".join(f"{label} {figures.get(key, 0)}" for key, label in RESULTS)
+    return (
+        f"{figures['targeted']} targeted → {handed} submitted ({figures.get('submitted', 0)} awaiting "
+        f"the advisor) → {outcomes}; reminders {figures.get('reminders', 0)}"
+    )
+
+
+def dealer_table(figures: dict[str, Any] | None) -> list[str]:
+    if not figures:
+        return []
+    columns = ("targeted", "queued", "submitted", *(key for key, _ in RESULTS))
+    lines = ["  dealer      " + "".join(f"{c:>11}" for c in columns)]
+    for code, bucket in sorted(figures["by_dealer"].items()):
+        lines.append(f"  {code:<12}" + "".join(f"{bucket.get(c, 0):>11}" for c in columns))
+    return lines
+
+
+def _frame(data: dict[str, Any], figures: dict[str, Any] | None) -> list[str]:
+    head = f"campaign {data['id']} {data['name']!r}: {data['state']}"
+    return [head, progress_bar(figures), progress_line(figures), *dealer_table(figures)]
+
+
+def _watch(campaign_id: int, interval: float) -> None:
+    tty = sys.stdout.isatty()  # CliRunner and pipes: no terminal
+    drawn = 0
+    try:
+        while True:
+            data, figures = _read(campaign_id)
+            if tty:
+                if drawn:
+                    click.echo(f"\x1b[{drawn}F\x1b[J", nl=False)  # back to the frame's top, clear below
+                frame = _frame(data, figures)
+                click.echo("\n".join(frame))
+                drawn = len(frame)
+            else:
+                click.echo(f"{data['state']:<10} {progress_bar(figures)}  {progress_line(figures)}")
+            if data["state"] in FINAL:
+                break
+            _sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching campaign {campaign_id} (it goes on)")
+        return
+    if not tty:
+        click.echo("\n".join(dealer_table(figures)))
+    click.echo(f"campaign {campaign_id} {data['state']}")
 
 
 @campaign.command("cancel")
