@@ -191,7 +191,31 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert finished + exited == enrolled and steps[0] == enrolled and steps[-1] == finished
     for card in ("high-intent-follow-up", "test-drive-invite"):
         assert re.search(rf"^\s+{card}\s+[1-9]\d* enrolled", out, re.MULTILINE), out
+    # the campaigns: HQ's and SH01's manager's, submitted, reminded, settled
+    campaigns = re.search(
+        r"^\s+campaigns — 2 via POST /api/campaigns \(#(\d+) done, #(\d+) done\)", out, re.M
+    )
+    assert campaigns, out
+    audience = re.search(r"^\s+audience\s+(\d+)\s+frozen at submission", out, re.MULTILINE)
+    assert audience and int(audience.group(1)) > 0, out
+    outcomes = {
+        label: int(found.group(1))
+        for label in ("submitted", "sent", "not sent", "not a friend", "over limit", "advisors reminded")
+        if (found := re.search(rf"^\s+{label}\s+(\d+)", out[campaigns.start() :], re.MULTILINE))
+    }
+    assert outcomes["submitted"] == int(audience.group(1))
+    assert (
+        outcomes["sent"] + outcomes["not sent"] + outcomes["not a friend"] + outcomes["over limit"]
+        == (outcomes["submitted"])
+    )
+    assert 1 <= outcomes["advisors reminded"] <= 3 * 2  # one decliner, at most 3 per task
+    assert "dry run by SH01's manager (dealer token)" in out
     for check in (
+        "every targeted customer handed to WeCom exactly once",
+        "results recorded for every submitted customer once the tasks settled",
+        "only the advisor who did not confirm was reminded, at most 3 times per task",
+        "the campaign_* interactions match the recipient rows",
+        "the HQ feed pages through each of them once",
         "every starter SOP card loaded",
         "every enrollment's due steps ran exactly once",
         "one reminder per step run, to its advisor",

@@ -191,6 +191,18 @@ class Days:
         self.result.seconds = time.monotonic() - started
         return self.result
 
+    def advance(self, delta: timedelta) -> None:
+        """Move every clock on after the days (the campaigns' reminders, app/demo/campaigns.py)."""
+        self._advance(delta)
+
+    def catch_up(self) -> bool:
+        """After a later phase moved the clock: run the SOP steps that fell due meanwhile, and end
+        the simulated time there (the SOP checks hold at that time). False at the deadline."""
+        if self._settle() is None:
+            return False
+        self.result.ended = self.clock.now()
+        return True
+
     def _advance(self, delta: timedelta) -> None:
         """The shared clock first (the server and the worker follow within 0.2 s), then the
         sandbox by the same amount, through its control API."""

@@ -18,6 +18,7 @@ LOOPBACK = "127.0.0.1,localhost"
 # The Redis key of the simulated time every demo process shares (app.clock.SharedOffsetClock):
 # the simulated days (app/demo/days.py) move it.
 CLOCK_OFFSET_KEY = "scrm:demo:clock-offset"
+DEALER_TOKEN = "demo-sh01-manager-token"  # noqa: S105 — SH01's manager's API token (campaigns)
 
 
 def demo_settings(instance: Path, redis_url: str, api_base: str) -> dict[str, str]:
@@ -31,7 +32,11 @@ def demo_settings(instance: Path, redis_url: str, api_base: str) -> dict[str, st
         "LOG_LEVEL": "WARNING",
         "AUTO_MIGRATE": "0",  # the demo process migrates once, before any child starts
         "CLOCK_OFFSET_KEY": CLOCK_OFFSET_KEY,
-        "SOP_STEPS_PER_JOB": "50",  # fewer, larger step jobs: a fork per job, a few hundred steps a day
+        "SOP_STEPS_PER_JOB": "50",
+        # Campaigns (app/demo/campaigns.py): SH01's manager posts with a dealer token; results are
+        # polled every second of real time (the demo moves the clock an hour at a time).
+        "DEALER_API_TOKENS": f"SH01={DEALER_TOKEN}",
+        "CAMPAIGN_POLL_INTERVAL": "1",  # fewer, larger step jobs: a fork per job, a few hundred steps a day
     }
 
 

@@ -15,6 +15,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from app.demo.campaign_report import (
+    CampaignsSeen,
+    campaign_checks,
+    campaign_lines,
+    collect_campaigns,
+    expected_campaign_interactions,
+)
+from app.demo.campaigns import CampaignsRun
 from app.demo.days import Simulated
 from app.demo.feed import FeedRead
 from app.demo.play import Played
@@ -87,6 +95,7 @@ class Observed:
     lead_cards: int = 0  # textcards to advisors titled 新线索
     pending_transfers: int = 0
     sop: SopSeen | None = None  # the simulated days, when they ran
+    campaigns: CampaignsSeen | None = None  # the campaigns, when they ran
 
     @property
     def processed(self) -> int:
@@ -127,6 +136,7 @@ def collect(
     seconds: float,
     played: Played,
     days: Simulated | None = None,
+    campaigns: CampaignsRun | None = None,
 ) -> Observed:
     with svc.sessions() as session:
         statuses = inbox.status_counts(session)
@@ -158,6 +168,8 @@ def collect(
             seen.lead_cards += 1
     if days is not None and days.started is not None:
         seen.sop = collect_sop(svc, sandbox, days)
+    if campaigns is not None and campaigns.ids:
+        seen.campaigns = collect_campaigns(svc, sandbox, campaigns)
     return seen
 
 
@@ -254,6 +266,9 @@ def expected_interactions(seen: Observed) -> dict[str, int]:
     }
     if seen.sop is not None:  # the simulated days: enrollments, steps, their actions, intent
         for kind, count in expected_sop_interactions(seen.sop).items():
+            expected[kind] = expected.get(kind, 0) + count
+    if seen.campaigns is not None:  # campaign_* from the recipient rows (campaign_report.py)
+        for kind, count in expected_campaign_interactions(seen.campaigns).items():
             expected[kind] = expected.get(kind, 0) + count
     return {kind: count for kind, count in expected.items() if count}
 
@@ -413,6 +428,8 @@ def summary_lines(scenario: Scenario, seen: Observed) -> list[str]:
     lines += dealer_table(seen, scenario)
     if seen.sop is not None:
         lines += sop_lines(seen.sop)
+    if seen.campaigns is not None:
+        lines += campaign_lines(seen.campaigns)
     return lines
 
 
@@ -514,6 +531,8 @@ def checks(scenario: Scenario, seen: Observed, emitted_by_player: int) -> list[C
     )
     if seen.sop is not None:
         results += [Check(ok, text) for ok, text in sop_checks(seen.sop)]
+    if seen.campaigns is not None:
+        results += [Check(ok, text) for ok, text in campaign_checks(seen.campaigns)]
     return results
 
 

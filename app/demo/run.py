@@ -14,6 +14,7 @@ from pathlib import Path
 from app import create_app
 from app.config import SANDBOX_CREDENTIALS
 from app.demo import instance, runner
+from app.demo.campaigns import Campaigns, CampaignsRun
 from app.demo.days import DAYS, Days, Simulated
 from app.demo.environment import child_environment, demo_settings, in_process_config
 from app.demo.feed import read_feed
@@ -97,15 +98,20 @@ def _run(
         finished = _play(running, player, scenario, deadline, echo)
     except PlayError as exc:
         raise DemoError(str(exc)) from None
-    days = None
+    days = campaigns = None
     if finished:
-        days = Days(running.svc, running.sandbox, running.web_url, scenario.seed, deadline, echo).run()
+        simulation = Days(running.svc, running.sandbox, running.web_url, scenario.seed, deadline, echo)
+        days = simulation.run()
         finished = days.finished
         if finished:
             echo(f"simulated {DAYS} days in {days.seconds:.1f} s")
+            campaigns = Campaigns(
+                running.svc, running.sandbox, running.web_url, simulation, deadline, echo
+            ).run()
+            finished = campaigns.finished
     if not finished:
         echo(f"TIMED OUT after {options.timeout:.0f} s (--timeout); the summary shows how far it got")
-    return _report(running, player, scenario, time.monotonic() - started, finished, echo, days)
+    return _report(running, player, scenario, time.monotonic() - started, finished, echo, days, campaigns)
 
 
 def _start(
@@ -240,9 +246,10 @@ def _report(
     finished: bool,
     echo: Echo,
     days: Simulated | None = None,
+    campaigns: CampaignsRun | None = None,
 ) -> bool:
     feed = read_feed(running.web_url, SANDBOX_CREDENTIALS["HQ_API_TOKEN"])
-    seen = collect(running.svc, running.sandbox, feed, seconds, player.played, days)
+    seen = collect(running.svc, running.sandbox, feed, seconds, player.played, days, campaigns)
     echo("")
     for line in summary_lines(scenario, seen):
         echo(line)
