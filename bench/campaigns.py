@@ -25,10 +25,12 @@ configured add_msg_template rate limit with zero calls lost to 45009, every reci
    ``submit_campaign``, ``--workers`` ``scrm worker`` processes (with RQ's scheduler) run it and its
    batch jobs. The sandbox logs when each call arrived. Our limiter is a sliding 60 s log, so the
    first ``rate`` calls go out at once; any sender that respects the limit makes at most
-   rate × (T/60 + 1) calls in T seconds, so the achieved rate is (calls − rate) / T × 60 with T
-   from the first call to the last; it is printed ÷ the limit. Also printed: the sandbox's 45009
-   answers, calls per sandbox minute, and the check that every recipient went to WeCom exactly
-   once (nobody twice, nobody missing, empty fail_lists).
+   rate × (T/60 + 1) calls in T seconds. Printed ÷ the limit: the sustained rate (the lowest full
+   60 s window counted from the first call, while batches were still queued: the target is ≥ 90 %)
+   and a lower bound, (calls − rate) / T × 60 with T from the first call to the last (as if the
+   first ``rate`` calls had gone out at once, which a couple of workers cannot do). Also printed:
+   the sandbox's 45009 answers, calls per sandbox minute, and the check that every recipient went
+   to WeCom exactly once (nobody twice, nobody missing, empty fail_lists).
 """
 
 from __future__ import annotations
@@ -380,19 +382,28 @@ def submission(args, svc, sandbox, log: CallLog, env: dict[str, str], logs: Path
             select(CampaignBatch.status, func.count()).where(CampaignBatch.campaign_id == campaign_id)
             .group_by(CampaignBatch.status)).all())  # fmt: skip
     log_text = "".join((logs / f"worker{n}.log").read_text(errors="replace") for n in range(args.workers))
-    limited = log_text.count("RateLimited:")
+    limited = log_text.count("rate limited: batch")
     span = ok[-1] - ok[0] if len(ok) > 1 else 0.0
-    achieved = (len(ok) - args.rate) / span * 60 if span else float("nan")
+    conservative = (len(ok) - args.rate) / span * 60 if span else float("nan")
     windows = Counter(int(t // 60) for t in ok)
+    # Full 60 s windows from the first call, while work was still queued (the last, partial window
+    # is only the tail of the queue): the rate actually sustained against the limit.
+    full = int(span // 60)
+    per_window = [sum(1 for t in ok if ok[0] + 60 * k <= t < ok[0] + 60 * (k + 1)) for k in range(full)]
+    sustained = min(per_window) if per_window else float("nan")
     print(
         f"batches {by_status} (left open: {open_left}); {len(ok)} calls answered ok in {span:.1f} s "
         f"(first → last call), {elapsed:.1f} s from enqueue to the last batch settled\n"
-        f"achieved {achieved:.0f} calls/min = {achieved / args.rate:.1%} of the {args.rate}/min limit "
-        f"((calls − {args.rate}) / span); calls per sandbox minute: "
+        f"sustained {sustained} calls/min = {sustained / args.rate:.1%} of the {args.rate}/min limit "
+        f"(the lowest full 60 s window from the first call, while batches were queued: {per_window}; "
+        f"target >= 90 %)\n"
+        f"lower bound {conservative:.0f} calls/min = {conservative / args.rate:.1%} "
+        f"((calls − {args.rate}) / span, as if the first {args.rate} calls had all gone out at once); "
+        f"calls per sandbox minute: "
         f"{[windows[w] for w in sorted(windows)]}\n"
         f"sandbox refusals of {API}: {dict(refused) or 'none'}; sandbox errors overall: "
-        f"{stats['errors'] or 'none'}; batch jobs that raised RateLimited (our limiter had no slot "
-        f"within {args.max_wait:g} s; RQ retries them after JOB_RETRY_INTERVALS): {limited}\n"
+        f"{stats['errors'] or 'none'}; batch jobs our limiter sent back (no slot "
+        f"within {args.max_wait:g} s: rescheduled for when the slot frees): {limited}\n"
         f"exactly once: {len(handed):,} customers handed to WeCom, {sum(handed.values()):,} hand-overs, "
         f"twice or more: {sum(1 for n in handed.values() if n > 1)}, frozen audience {len(frozen):,}, "
         f"missing: {len(frozen - set(handed))}, not in the audience: {len(set(handed) - frozen)}, "
