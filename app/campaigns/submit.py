@@ -21,14 +21,14 @@
       customers ``submitted``, those in fail_list ``failed`` (reason ``fail_list``: not the
       advisor's customer in WeCom, or an invalid id).
 
-The one gap WeCom leaves: add_msg_template has no idempotency key, and nothing lists what a
-member was given except get_groupmsg_list_v2 by time range. If the process dies after WeCom
-created the task and before the ledger write commits (the few milliseconds between reading the
-HTTP answer and the commit), the batch stays ``submitting``; when its lease runs out a rerun
-cannot tell that from "never sent" and submits it again (logged as a warning: the advisor would
-see two tasks for those customers). The lease keeps this to dead processes only (a live job or its
-RQ retry never re-submits a leased batch), and the ledger closes every later point: once the answer
-is written, no rerun calls WeCom for that batch again.
+The one gap WeCom leaves: add_msg_template has no idempotency key. If the process dies after
+WeCom created the task and before the ledger write commits (the few milliseconds between reading
+the HTTP answer and the commit), the batch stays ``submitting``; when its lease runs out, the next
+claim first lists the advisor's sends since the earlier claim (get_groupmsg_list_v2: by creator
+and time) and adopts the one with our text whose task holds the batch's customers (``_reconcile``),
+so the customers do not get a second task. The lease keeps this to dead processes only (a live
+job or its RQ retry never re-submits a leased batch), and the ledger closes every later point:
+once the answer is written, no rerun calls WeCom for that batch again.
 
 Per-customer receiving limits are WeCom's to apply when the advisor confirms: those customers come
 back from get_groupmsg_send_result with status 3 and are recorded ``over_limit`` (results.py).
@@ -223,7 +223,7 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
         claimed = _claim(svc, campaign_id, advisor_userid, batch_no)
         if claimed is None:
             return "skipped"
-        batch_id, customers, spec, state = claimed
+        batch_id, customers, spec, state, stale_since = claimed
         if state == states.CANCELLED:
             _cancel_batch(svc, batch_id)
             return "cancelled"
@@ -234,14 +234,19 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
             **message(spec),
         }
         try:
-            result = contact_client(svc).post("externalcontact/add_msg_template", data=data)
+            found = None
+            if stale_since is not None:
+                found = _reconcile(svc, advisor_userid, customers, data, stale_since)
+            if found is not None:
+                answer = found
+            else:
+                result = contact_client(svc).post("externalcontact/add_msg_template", data=data)
+                answer = {"msgid": str(result["msgid"]), "fail_list": list(result.get("fail_list") or [])}
         except WeComUnavailable as exc:
             _release(svc, batch_id, str(exc))
             raise
         except WeComError as exc:
             answer = {"errcode": exc.errcode, "error": str(exc)[:200]}
-        else:
-            answer = {"msgid": str(result["msgid"]), "fail_list": list(result.get("fail_list") or [])}
         answer = effects.record(svc.sessions, key, answer, svc.clock.now())
         if after_ledger is not None:
             after_ledger(key)
@@ -259,7 +264,7 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
 
 def _claim(
     svc: Services, campaign_id: int, advisor_userid: str, batch_no: int
-) -> tuple[int, list[str], dict[str, Any], str] | None:
+) -> tuple[int, list[str], dict[str, Any], str, int | None] | None:
     now = svc.clock.now()
     lease = now + timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
     with svc.sessions.begin() as session:
@@ -272,15 +277,19 @@ def _claim(
         )
         if batch is None:
             return None
+        stale_since = None
         if batch.status == "pending":
             condition = CampaignBatch.status == "pending"
         elif batch.status == "submitting" and batch.lease_until is not None and batch.lease_until < now:
             condition = and_(
                 CampaignBatch.status == "submitting", CampaignBatch.lease_until == batch.lease_until
             )
+            # The earlier claim began a lease's length before it ran out; look from a minute before.
+            claimed_at = batch.lease_until - timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
+            stale_since = int(claimed_at.timestamp()) - 60
             log.warning(
-                "campaign %s batch %s/%s: a claim expired without an answer in the ledger; submitting "
-                "again (if the earlier process died after WeCom created the task, the advisor gets two)",
+                "campaign %s batch %s/%s: a claim expired without an answer in the ledger; looking for "
+                "its task in WeCom before submitting again",
                 campaign_id, advisor_userid, batch_no,
             )  # fmt: skip
         else:
@@ -305,7 +314,38 @@ def _claim(
             )
         )
         campaign = session.get(Campaign, campaign_id)
-        return batch.id, customers, campaign.spec, campaign.state
+        return batch.id, customers, campaign.spec, campaign.state, stale_since
+
+
+def _reconcile(
+    svc: Services, advisor_userid: str, customers: list[str], data: dict[str, Any], since: int
+) -> dict[str, Any] | None:
+    """The task an earlier attempt made for this batch, if WeCom has one: that attempt held the
+    claim from ``since`` and died without writing WeCom's answer to the ledger. WeCom lists the
+    corp's sends by creator and time (get_groupmsg_list_v2); the batch's is the one with our text
+    whose task holds our customers (an advisor's batches share the text, never a customer)."""
+    client = contact_client(svc)
+    text = (data.get("text") or {}).get("content", "")
+    wanted = set(customers)
+    until = int(svc.clock.time()) + 60
+    cursor = None
+    while True:
+        page = client.get_groupmsg_list_v2(since, until, creator=advisor_userid, cursor=cursor)
+        for item in page.get("group_msg_list") or []:
+            if (item.get("text") or {}).get("content", "") != text:
+                continue
+            listed = client.get_groupmsg_send_result(str(item["msgid"]), advisor_userid)
+            got = {entry["external_userid"] for entry in listed.get("send_list") or []}
+            if got & wanted:
+                log.warning(
+                    "batch of %s: an earlier attempt's task %s found in WeCom; not submitting again",
+                    advisor_userid,
+                    item["msgid"],
+                )
+                return {"msgid": str(item["msgid"]), "fail_list": sorted(wanted - got), "reconciled": True}
+        cursor = page.get("next_cursor") or None
+        if not cursor:
+            return None
 
 
 def _release(svc: Services, batch_id: int, error: str) -> None:

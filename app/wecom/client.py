@@ -279,6 +279,16 @@ class WeComClient(WeChatClient):
         data = _paged({"msgid": msgid, "userid": userid}, limit, cursor)
         return self.post("externalcontact/get_groupmsg_send_result", data=data)
 
+    def get_groupmsg_list_v2(
+        self, start_time: int, end_time: int, creator: str | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """The corp's single-chat mass sends created in [start_time, end_time] (≤ one month)."""
+        data: dict[str, Any] = {"chat_type": "single", "start_time": start_time, "end_time": end_time}
+        if creator:
+            data["creator"] = creator
+        data["filter_type"] = 0
+        return self.post("externalcontact/get_groupmsg_list_v2", data=_paged(data, 100, cursor))
+
     def remind_groupmsg_send(self, msgid: str) -> dict[str, Any]:
         return self.post("externalcontact/remind_groupmsg_send", data={"msgid": msgid})
 

@@ -156,3 +156,34 @@ def test_an_empty_audience_goes_straight_to_waiting(svc, corp) -> None:
     assert submit.run(svc, campaign_id) == {}
     assert _state(svc, campaign_id) == states.WAITING
     assert corp.state.mass_sends == {}
+
+
+def test_a_job_killed_between_wecoms_answer_and_the_ledger_finds_its_task(svc, corp, audience, monkeypatch) -> None:
+    """The one window WeCom gives no dedup handle for: add_msg_template answered, the ledger row
+    never committed. The next run lists the advisor's sends (get_groupmsg_list_v2) and adopts the
+    task instead of submitting the batch again."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    record = effects.record
+
+    def killed(*_args, **_kwargs):
+        raise SystemExit("killed before the ledger write")
+
+    monkeypatch.setattr(effects, "record", killed)
+    with pytest.raises(SystemExit):
+        submit.submit_batch(svc, campaign_id, "sh_a", 1)
+    [made] = corp.state.mass_sends  # WeCom made the task
+    monkeypatch.setattr(effects, "record", record)
+
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 1) == "skipped"  # its lease is still live
+    svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 1) == "submitted"
+    assert list(corp.state.mass_sends) == [made]  # not submitted again
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
+    with svc.sessions() as session:
+        batch = session.scalars(select(CampaignBatch).where(CampaignBatch.advisor_userid == "sh_a",
+                                                            CampaignBatch.batch_no == 1)).one()  # fmt: skip
+    assert (batch.status, batch.msgid) == ("submitted", made)
+    # The other batch of the same advisor, with the same text, is still submitted normally.
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"
+    assert len(corp.state.mass_sends) == 2

@@ -285,3 +285,24 @@ def test_reset_empties_mass_sends(
     control.post("/sandbox/reset", json={})
     assert control.get("/sandbox/mass_sends").json == []
     assert control.get("/sandbox/stats").json["mass_sends"] == 0
+
+
+def test_list_v2_by_creator_and_time_range(
+    sandbox: Sandbox, wecom_api: WeComApi, corp: dict[str, Any], clock: FrozenClock
+) -> None:
+    now = int(clock.time())
+    first = add(wecom_api, sender="zhangsan", external_userid=customers(sandbox, "zhangsan", 1))["msgid"]
+    clock.advance(120)
+    second = add(wecom_api, sender="lisi", external_userid=customers(sandbox, "lisi", 1))["msgid"]
+    listed = "externalcontact/get_groupmsg_list_v2"
+    window = {"chat_type": "single", "start_time": now - 10, "end_time": now + 600}
+    every = wecom_api.post(listed, window)
+    assert [m["msgid"] for m in every["group_msg_list"]] == [first, second]
+    assert every["group_msg_list"][0]["text"] == TEXT and every["group_msg_list"][0]["create_type"] == 0
+    mine = wecom_api.post(listed, {**window, "creator": "zhangsan"})
+    assert [m["msgid"] for m in mine["group_msg_list"]] == [first]
+    early = wecom_api.post(listed, {**window, "end_time": now + 60})
+    assert [m["msgid"] for m in early["group_msg_list"]] == [first]
+    assert wecom_api.post(listed, {**window, "filter_type": 1})["group_msg_list"] == []  # personal sends
+    too_long = wecom_api.post(listed, {**window, "end_time": now + 40 * 86400})
+    assert too_long["errcode"] == 40058

@@ -181,3 +181,47 @@ def remind_groupmsg_send(call: Call) -> dict[str, Any]:
 def cancel_groupmsg_send(call: Call) -> dict[str, Any]:
     massend.cancel(call.state, call.text("msgid"))
     return {}
+
+
+LIST_RANGE_MAX_SECONDS = 31 * 86400  # WeCom: start_time and end_time at most one month apart
+
+
+@api("externalcontact/get_groupmsg_list_v2", "POST")
+def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
+    """The corp's mass sends created in a time range, optionally by one creator (doc 93338).
+    Every send made through add_msg_template is a corp send (create_type 0)."""
+    if call.text("chat_type") not in ("single", "group"):
+        raise ApiError(40058, "chat_type must be single or group")
+    start, end = call.body.get("start_time"), call.body.get("end_time")
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in (start, end)) or not (
+        0 <= end - start <= LIST_RANGE_MAX_SECONDS
+    ):
+        raise ApiError(40058, "start_time and end_time: a range of at most one month")
+    creator = call.text("creator", required=False)
+    filter_type = call.body.get("filter_type", 2)
+    if filter_type not in (0, 1, 2):
+        raise ApiError(40058, "filter_type is 0 (corp), 1 (personal) or 2 (all)")
+    sends = [
+        send
+        for send in msg_templates(call.state)
+        if start <= send.created_at <= end and (not creator or send.sender == creator) and filter_type != 1
+    ]
+    sends.sort(key=lambda send: (send.created_at, send.msgid))
+    chunk, next_cursor = massend.page(
+        sends,
+        ["list", creator, str(start), str(end)],
+        call.body.get("limit"),
+        call.text("cursor", required=False),
+    )
+    entries = [
+        {
+            "msgid": send.msgid,
+            "creator": send.sender,
+            "create_type": 0,
+            "create_time": send.created_at,
+            "text": {"content": send.text},
+            "attachments": send.attachments,
+        }
+        for send in chunk
+    ]
+    return {"group_msg_list": entries, "next_cursor": next_cursor}
