@@ -91,7 +91,7 @@ class OffsetClock:
             self._offset += max(0.0, float(seconds))
 
 
-class SharedOffsetClock:
+class SharedOffsetClock(OffsetClock):
     """Real time plus an offset kept in Redis under ``key``: every process that reads the same
     key (the demo's gunicorn, its worker and the demo itself) sees the same simulated time, and
     ``advance`` in any of them moves all of them. The offset is read at most every ``cache``
@@ -101,12 +101,11 @@ class SharedOffsetClock:
     def __init__(self, redis_client: Any, key: str, cache: float = 0.2) -> None:
         if not key:
             raise ValueError("SharedOffsetClock needs a Redis key")
+        super().__init__()
         self._redis = redis_client
         self.key = key
         self._cache = cache
-        self._offset = 0.0
         self._read_at = float("-inf")  # time.monotonic() of the last read
-        self._lock = threading.Lock()
 
     @property
     def offset(self) -> float:
@@ -122,17 +121,7 @@ class SharedOffsetClock:
                     self._offset = max(self._offset, float(value))
             return self._offset
 
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.time(), UTC)
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-    def advance(self, seconds: float | timedelta) -> float:
+    def advance(self, seconds: float | timedelta) -> float:  # type: ignore[override]
         """Move every process's clock forward (a negative amount does nothing); the new offset."""
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()

@@ -20,7 +20,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import secrets
 import socket
 import statistics
 import subprocess
@@ -34,12 +33,12 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.config import SANDBOX_CREDENTIALS  # noqa: E402
 from app.redis_client import stop_embedded  # noqa: E402
 from app.wecom.crypto import CallbackCrypto  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 
 EVENT = (
     "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
@@ -185,24 +184,6 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def prepare_database(url: str | None, workdir: Path) -> tuple[str, callable]:
-    if not url:
-        return "sqlite:///" + str(workdir / "bench.db"), lambda: None
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return url, lambda: None
-    name = f"scrm_bench_{secrets.token_hex(4)}"
-    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,7 +200,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
-    database_url, drop_database = prepare_database(args.database_url, workdir)
+    database_url, drop_database = fresh_database(args.database_url, "callbacks", workdir)
     from app import create_app
     from app.store import inbox
 

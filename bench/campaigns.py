@@ -39,9 +39,7 @@ import argparse
 import math
 import os
 import random
-import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,8 +51,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select, text
+
+from bench.common import fresh_database, median_time
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 20_000
@@ -71,39 +70,6 @@ FILTERS = (
     ("narrow", "tag(意向车型:RAV4) and stage(prospect) and not tag(活动:试驾专场) and dealer(D001) "
                "and added_since(2026-01-01)"),
 )  # fmt: skip
-
-
-def fresh_database(url: str) -> tuple[str, callable]:
-    """A new database on the given PostgreSQL server (dropped by the returned callable), or a
-    temporary SQLite file."""
-    if not url:
-        folder = tempfile.mkdtemp(prefix="scrm-bench-campaigns-")
-        return f"sqlite:///{folder}/bench.db", lambda: None
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return url, lambda: None
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    name = f"scrm_bench_campaigns_{secrets.token_hex(4)}"
-    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
-
-
-def median_time(fn, repeat: int) -> tuple[float, object]:
-    timings, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings), result
 
 
 # -- 1. the store ----------------------------------------------------------------------------------
@@ -435,7 +401,7 @@ def main() -> int:
     from app.redis_client import stop_embedded
     from app.sandbox import SandboxConfig, run_sandbox
 
-    url, drop = fresh_database(args.database_url)
+    url, drop = fresh_database(args.database_url, "campaigns")
     workdir = tempfile.mkdtemp(prefix="scrm-bench-campaigns-")
     sandbox = run_sandbox(
         SandboxConfig(rate_limit_per_minute=100_000_000, rate_limits={API: args.rate}, seed=args.seed,

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -32,45 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import bindparam, create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import bindparam, func, insert, select, text
+
+from bench.common import fresh_database, median_time
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "sop_cards" / "prospect-welcome.yaml"
 CHUNK = 20_000
-
-
-def fresh_database(url: str) -> tuple[str, callable]:
-    """A new database on the given PostgreSQL server (dropped by the returned callable), or a
-    temporary SQLite file."""
-    if not url:
-        folder = tempfile.mkdtemp(prefix="scrm-bench-sop-")
-        return f"sqlite:///{folder}/bench.db", lambda: None
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return url, lambda: None
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    name = f"scrm_bench_sop_{secrets.token_hex(4)}"
-    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
-
-
-def median_time(fn, repeat: int) -> tuple[float, object]:
-    timings, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings), result
 
 
 def build(svc, version_id: int, count: int, due_percent: float, now: datetime, seed: int) -> dict[str, int]:
@@ -308,7 +274,7 @@ def main() -> int:
     from app.store.models import Advisor, Dealer
     from app.store.sop_models import SopEnrollment, SopStepRun
 
-    url, drop = fresh_database(args.database_url)
+    url, drop = fresh_database(args.database_url, "sop")
     workdir = tempfile.mkdtemp(prefix="scrm-bench-sop-")
     sandbox = run_sandbox(SandboxConfig(rate_limit_per_minute=100_000_000, seed=args.seed))
     app = create_app(

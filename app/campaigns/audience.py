@@ -61,7 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.orm import Session
 
-from app.sop.tagexpr import split_tag
+from app.sop.tagexpr import Token, scan, split_tag
 from app.store.models import Advisor, CorpTag, Customer, Dealer, FollowRelation, RelationStatus
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -201,40 +201,11 @@ class Filter:
 # -- tokens and parsing ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "(", ")", ",", "word", "quoted", "end"
-    text: str
-    column: int
+def _tokens(source: str) -> list[Token]:
+    return scan(source, "(),", AudienceError, _FULL_WIDTH)
 
 
-def _tokens(source: str) -> list[_Token]:
-    text = source.translate(_FULL_WIDTH)
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif char in "(),":
-            tokens.append(_Token(char, char, i + 1))
-            i += 1
-        elif char == '"':
-            end = text.find('"', i + 1)
-            if end < 0:
-                raise AudienceError('unclosed quote "', i + 1)
-            tokens.append(_Token("quoted", text[i + 1 : end], i + 1))
-            i = end + 1
-        else:
-            start = i
-            while i < len(text) and not text[i].isspace() and text[i] not in '(),"':
-                i += 1
-            tokens.append(_Token("word", text[start:i], start + 1))
-    tokens.append(_Token("end", "", len(text) + 1))
-    return tokens
-
-
-def _is(token: _Token, keyword: str) -> bool:
+def _is(token: Token, keyword: str) -> bool:
     return token.kind == "word" and token.text.lower() == keyword
 
 
@@ -244,10 +215,10 @@ class _Parser:
         self.at = 0
 
     @property
-    def token(self) -> _Token:
+    def token(self) -> Token:
         return self.tokens[self.at]
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         token = self.tokens[self.at]
         self.at += 1
         return token
@@ -286,14 +257,14 @@ class _Parser:
             f"unexpected {token.text!r}: expected an atom such as tag(…), `not` or (", token.column
         )
 
-    def atom(self, name: _Token) -> Atom:
+    def atom(self, name: Token) -> Atom:
         kind = name.text.lower()
         if kind not in ATOMS:
             raise AudienceError(f"unknown atom {name.text!r}: use one of {', '.join(ATOMS)}", name.column)
         if self.token.kind != "(":
             raise AudienceError(f"expected ( after {kind}", self.token.column)
         self.take()
-        raw: list[_Token] = []
+        raw: list[Token] = []
         while True:
             token = self.take()
             if token.kind not in ("word", "quoted") or not token.text.strip():
@@ -311,7 +282,7 @@ class _Parser:
         return Atom(kind, values, name.column, since)
 
 
-def _value(kind: str, token: _Token) -> str:
+def _value(kind: str, token: Token) -> str:
     text = token.text.strip()
     if kind == "tag":
         try:
@@ -335,7 +306,7 @@ def _value(kind: str, token: _Token) -> str:
     return text
 
 
-def _since(token: _Token) -> datetime:
+def _since(token: Token) -> datetime:
     text = token.text.strip()
     try:
         if len(text) == 10:

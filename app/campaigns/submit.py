@@ -44,7 +44,6 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.campaigns import audience, states
@@ -52,6 +51,7 @@ from app.campaigns.model import Content
 from app.services import Services
 from app.store import effects, interactions
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
+from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.wecom.client import contact_client
 from app.wecom.errors import WeComError, WeComUnavailable
@@ -84,9 +84,6 @@ def chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
-
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def events(
@@ -151,7 +148,7 @@ def freeze(
     session: Session, campaign_id: int, recipients: list[audience.Recipient], batch_size: int, now: datetime
 ) -> int:
     """Write the recipients and their batches (the caller commits); return how many recipients."""
-    insert = _insert(session)
+    insert = insert_for(session)
     rows, batches = [], []
     ordered = sorted(recipients, key=lambda r: (r.advisor_userid, r.external_userid))
     for advisor, group in groupby(ordered, key=lambda r: r.advisor_userid):

@@ -28,10 +28,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Float, String, cast, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.store import interactions
+from app.store.db import insert_for
 from app.store.insight_models import CustomerIntent
 from app.store.models import Customer, Interaction
 
@@ -197,9 +197,6 @@ def current(session: Session, external_userid: str) -> CustomerIntent | None:
 # -- writing ----------------------------------------------------------------------------------------
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def lock_customer(session: Session, external_userid: str) -> None:
     """Serialise score updates of one customer until the transaction ends. On SQLite the first
@@ -222,7 +219,7 @@ def recompute(
     stored = session.get(CustomerIntent, external_userid)  # loaded by compute: no query
     values = {"score": state.score, "band": state.band, "counts": state.counts, "updated_at": now}
     changed_at = {"band_changed_at": now} if state.band_changed else {}
-    stmt = _insert(session)(CustomerIntent).values(external_userid=external_userid, **values, **changed_at)
+    stmt = insert_for(session)(CustomerIntent).values(external_userid=external_userid, **values, **changed_at)
     session.execute(
         stmt.on_conflict_do_update(index_elements=["external_userid"], set_={**values, **changed_at})
     )

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from werkzeug.urls import iri_to_uri
 
+from app.store.db import insert_for
 from app.store.insight_models import TrackedLink
 
 if TYPE_CHECKING:
@@ -72,9 +72,6 @@ def _link_key(url: str, external_userid: str, advisor_userid: str | None, card_i
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def make_link(
     session: Session,
@@ -94,7 +91,7 @@ def make_link(
     url = check_url(url)
     key = _link_key(url, external_userid, advisor_userid, card_id, step_index)
     for _ in range(_ATTEMPTS):
-        stmt = _insert(session)(TrackedLink).values(
+        stmt = insert_for(session)(TrackedLink).values(
             token=secrets.token_urlsafe(TOKEN_BYTES),
             link_key=key,
             url=url,

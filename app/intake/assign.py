@@ -15,12 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.intake import matching
 from app.services import Services
 from app.store import effects
+from app.store.db import insert_for
 from app.store.models import Advisor, Assignment, Dealer, Lead, LeadStatus
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -211,7 +211,7 @@ def record(
     lead_id: int | None = None,
 ) -> None:
     """Write the assignment row (once per key; a second call changes nothing)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     session.execute(
         insert(Assignment)
         .values(

@@ -16,13 +16,13 @@ from typing import Any
 from rq import Queue
 from rq.job import JobStatus
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.intake import assign, matching
 from app.intake import state as states
 from app.services import Services
 from app.store import effects
+from app.store.db import insert_for
 from app.store.models import Advisor, ContactWay
 from app.wecom.client import contact_client
 from workers.queues import HIGH, queue, retry_policy
@@ -162,7 +162,7 @@ def create(svc: Services, advisor: str, state: str) -> tuple[ContactWay, bool]:
 
     result, made = effects.once(svc.sessions, f"contact-way:{advisor}:{state}", svc.clock.now(), call)
     with svc.sessions.begin() as session:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(session)
         session.execute(
             insert(ContactWay.__table__)
             .values(

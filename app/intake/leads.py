@@ -38,7 +38,6 @@ from pydantic import (
 from rq import Queue
 from rq.job import Job
 from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -46,6 +45,7 @@ from app.intake import assign, matching, phones
 from app.intake import state as states
 from app.services import Services
 from app.store import effects, interactions
+from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.store.models import Advisor, Assignment, Dealer, Lead, LeadStatus
 from workers.queues import DEFAULT, queue, retry_policy
@@ -275,9 +275,6 @@ def import_one(
     return RowResult(number, CREATED if created else DUPLICATE, lead_id, advisor)
 
 
-def _insert_stmt(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def _store(svc: Services, lead: LeadIn) -> tuple[int, bool]:
     """Insert the lead unless its key is stored; return (id, whether it is new)."""
@@ -288,7 +285,7 @@ def _store(svc: Services, lead: LeadIn) -> tuple[int, bool]:
     for _ in range(5):
         with svc.sessions.begin() as session:
             new_id = session.scalar(
-                _insert_stmt(session)(table)
+                insert_for(session)(table)
                 .values(
                     lead_key=key,
                     source=lead.source,

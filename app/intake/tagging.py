@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.services import Services
+from app.store.db import insert_for
 from app.store.models import CorpTag
 from app.wecom.client import contact_client
 from app.wecom.errors import WeComError
@@ -130,9 +130,6 @@ def add_tags(
 # -- the database ---------------------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), _CHUNK):
@@ -172,7 +169,7 @@ def upsert_tags(session: Session, tags: Iterable[RemoteTag], now: datetime) -> t
                 "synced_at": now,
             }
         )
-    insert = _insert(session)
+    insert = insert_for(session)
     for start in range(0, len(rows), _CHUNK):
         stmt = insert(T).values(rows[start : start + _CHUNK])
         excluded = stmt.excluded

@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -35,6 +34,7 @@ from app.sop import schedule
 from app.sop.card import Card
 from app.sop.versions import card_of
 from app.store import interactions
+from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.store.models import (
     Advisor,
@@ -240,9 +240,6 @@ class TriggerEvent:
         return True
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def _enroll_row(
     session: Session,
@@ -256,7 +253,7 @@ def _enroll_row(
     ``sop_enrolled``. None when they were."""
     due = step_due_at(settings, now, current.card, 0)
     new_id = session.execute(
-        _insert(session)(E)
+        insert_for(session)(E)
         .values(
             card_id=current.card_id,
             card_version_id=current.version_id,

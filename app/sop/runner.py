@@ -37,7 +37,6 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -57,6 +56,7 @@ from app.sop.card import (
 )
 from app.sop.enrollment import CustomerView
 from app.store import effects, interactions
+from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.store.models import CorpTag, Customer, FollowRelation, RelationStatus, SopCardVersion
 from app.store.sop_models import EnrollmentStatus, SopEnrollment, SopStepRun, StepRunStatus
@@ -486,9 +486,6 @@ def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[st
 # -- the store ------------------------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def _exit(svc: Services, ctx: _Context, reason: str, now: datetime) -> Status:
     e = ctx.enrollment
@@ -524,7 +521,7 @@ def _finish(
     with svc.sessions.begin() as session:
         # The claim: of two runs of this step only one inserts its row; the other writes nothing.
         claimed = session.execute(
-            _insert(session)(R)
+            insert_for(session)(R)
             .values(
                 enrollment_id=e.id,
                 card_id=e.card_id,

@@ -149,37 +149,54 @@ class TagExpr:
 
 
 @dataclass(frozen=True)
-class _Token:
-    kind: str  # "(", ")", "and", "or", "not", "tag", "end"
+class Token:
+    kind: str  # a punctuation character, "word", "quoted" or "end"
     text: str
-    column: int
+    column: int  # 1-based, for error messages
 
 
-def _tokens(source: str) -> list[_Token]:
-    text = source.translate(_FULL_WIDTH)
-    tokens: list[_Token] = []
+def scan(
+    source: str, punctuation: str, error: type[Exception], table: dict[int, str] | None = None
+) -> list[Token]:
+    """Split a small expression language into tokens: the ``punctuation`` characters, quoted text,
+    and words (anything else up to a space, punctuation or quote). Full-width forms are folded by
+    ``table`` first, so a column still points at the character the author typed. Shared by tag
+    expressions here and campaign audiences (app/campaigns/audience.py)."""
+    text = source.translate(table if table is not None else _FULL_WIDTH)
+    tokens: list[Token] = []
     i = 0
     while i < len(text):
         char = text[i]
         if char.isspace():
             i += 1
-        elif char in "()":
-            tokens.append(_Token(char, char, i + 1))
+        elif char in punctuation:
+            tokens.append(Token(char, char, i + 1))
             i += 1
         elif char == '"':
             end = text.find('"', i + 1)
             if end < 0:
-                raise TagExprError('unclosed quote "', i + 1)
-            tokens.append(_Token("tag", text[i + 1 : end], i + 1))
+                raise error('unclosed quote "', i + 1)
+            tokens.append(Token("quoted", text[i + 1 : end], i + 1))
             i = end + 1
         else:
             start = i
-            while i < len(text) and not text[i].isspace() and text[i] not in '()"':
+            while i < len(text) and not text[i].isspace() and text[i] not in punctuation and text[i] != '"':
                 i += 1
-            word = text[start:i]
-            kind = word.lower() if word.lower() in KEYWORDS else "tag"
-            tokens.append(_Token(kind, word, start + 1))
-    tokens.append(_Token("end", "", len(text) + 1))
+            tokens.append(Token("word", text[start:i], start + 1))
+    tokens.append(Token("end", "", len(text) + 1))
+    return tokens
+
+
+def _tokens(source: str) -> list[Token]:
+    """Tag-expression tokens: "(", ")", the keywords, "tag" (a word or quoted text), "end"."""
+    tokens = []
+    for token in scan(source, "()", TagExprError):
+        if token.kind == "quoted":
+            token = Token("tag", token.text, token.column)
+        elif token.kind == "word":
+            keyword = token.text.lower()
+            token = Token(keyword if keyword in KEYWORDS else "tag", token.text, token.column)
+        tokens.append(token)
     return tokens
 
 
@@ -189,10 +206,10 @@ class _Parser:
         self.at = 0
 
     @property
-    def token(self) -> _Token:
+    def token(self) -> Token:
         return self.tokens[self.at]
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         token = self.tokens[self.at]
         self.at += 1
         return token

@@ -37,7 +37,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.services import Services
@@ -45,6 +44,7 @@ from app.sop import enrollment
 from app.sop.enrollment import CurrentCard, TriggerEvent
 from app.sop.tagexpr import normalize_tag
 from app.store import interactions
+from app.store.db import insert_for
 from app.store.interactions import Cursor
 from app.store.models import FollowRelation, Interaction, RelationStatus
 from app.store.sop_models import ConsumerCursor, SopEnrollment
@@ -83,9 +83,6 @@ class ConsumeReport:
 # -- cursors --------------------------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 def lock_cursor(session: Session, name: str, now: datetime) -> str | None:
     """The cursor's value, with its row locked until the caller's transaction ends (the first
@@ -94,7 +91,7 @@ def lock_cursor(session: Session, name: str, now: datetime) -> str | None:
     row = session.execute(stmt).first()
     if row is None:
         session.execute(
-            _insert(session)(C)
+            insert_for(session)(C)
             .values(name=name, cursor=None, updated_at=now)
             .on_conflict_do_nothing(index_elements=[C.c.name])
         )

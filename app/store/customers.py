@@ -7,14 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.store.db import insert_for
 from app.store.models import Customer, FollowRelation, RelationStatus
-
-
-def _insert(session: Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def upsert_customer(
@@ -31,7 +27,7 @@ def upsert_customer(
     event that knows less does not erase what an earlier one learnt)."""
     existing = session.get(Customer, external_userid)
     if existing is None:
-        stmt = _insert(session)(Customer).values(
+        stmt = insert_for(session)(Customer).values(
             external_userid=external_userid,
             name=name or "",
             type=type or 1,
@@ -69,7 +65,7 @@ def upsert_relation(
     status: str = RelationStatus.ACTIVE,
 ) -> FollowRelation:
     """The relation as it is now; (re)activating one clears its end."""
-    stmt = _insert(session)(FollowRelation).values(
+    stmt = insert_for(session)(FollowRelation).values(
         advisor_userid=advisor_userid,
         external_userid=external_userid,
         dealer_code=dealer_code,

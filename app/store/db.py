@@ -7,7 +7,8 @@ import os
 import weakref
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,3 +50,9 @@ def make_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(session: Session | Connection):
+    """The dialect's INSERT (PostgreSQL's or SQLite's), the ones with ``on_conflict_do_*``: every
+    idempotent write in the store is one such statement."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.store.db import insert_for
 from app.store.models import Effect
 
 T = Effect.__table__
@@ -36,7 +36,7 @@ def record(
     """Store ``result`` under ``key`` unless something is already there; return what is stored.
     First writer wins, so two concurrent runs agree on one decision."""
     with sessions.begin() as session:
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(session)
         session.execute(
             insert(T)
             .values(key=key, result=result, created_at=now)

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from app.store.db import insert_for
 from app.store.models import Interaction
 
 T = Interaction.__table__
@@ -31,7 +32,7 @@ def append(session: Session, items: list[NewInteraction], now: datetime) -> int:
     """Insert what is not there yet (by dedup key); return how many rows were new."""
     if not items:
         return 0
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     stmt = (
         insert(T)
         .values(
