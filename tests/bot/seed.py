@@ -18,9 +18,10 @@ from app.sop import enrollment, versions
 from app.sop.card import Card
 from app.sop.loader import read_card
 from app.store import customers
-from app.store.models import Advisor, Dealer, RelationStatus
+from app.store.models import RelationStatus
 from app.store.sop_models import SopEnrollment
 from tests.conftest import FIXTURES
+from tests.support import roster as rows
 from workers.queues import WORKER_QUEUES, queue
 from workers.worker import build_worker
 
@@ -43,37 +44,14 @@ def load_cards(svc, names: tuple[str, ...] = ("buying.yaml", "service.yaml", "ow
 
 def roster(svc) -> None:
     now = svc.clock.now()
-    with svc.sessions.begin() as session:
-        session.add(
-            Dealer(
-                code="SH01",
-                name=DEALER_NAME,
-                region="east",
-                city="上海",
-                lat=31.22,
-                lon=121.54,
-                models=["RAV4", "COROLLA"],
-                territory=[],
-                manager_userid=None,
-                updated_at=now,
-            )
-        )
-        session.flush()
-        for userid, name in ADVISORS.items():
-            session.add(
-                Advisor(
-                    userid=userid,
-                    name=name,
-                    dealer_code="SH01",
-                    capacity_per_day=20,
-                    max_open_leads=200,
-                    models=["RAV4"],
-                    languages=["普通话"],
-                    segments=["prospect"],
-                    personas=[],
-                    updated_at=now,
-                )
-            )
+    rows.store(
+        svc,
+        [rows.dealer("SH01", now, name=DEALER_NAME, lat=31.22, lon=121.54, models=["RAV4", "COROLLA"])],
+        [
+            rows.advisor(userid, now, name=name, languages=["普通话"], segments=["prospect"])
+            for userid, name in ADVISORS.items()
+        ],
+    )
 
 
 def customer(

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from app.insight import links
-from app.store.models import Advisor, Dealer
 from tests.insight.conftest import logged
+from tests.support import roster
 
 URL = "https://www.toyota.com.cn/rav4/offer?utm_source=scrm&phone=13800000001"
 
@@ -71,35 +71,8 @@ def test_only_http_and_https_urls_can_be_tracked(svc, url: str) -> None:
 
 
 def test_opening_redirects_and_records_each_open(svc, client, customer) -> None:
-    with svc.sessions.begin() as session:
-        session.add(
-            Dealer(
-                code="SH01",
-                name="浦东店",
-                region="east",
-                city="上海",
-                lat=31.2,
-                lon=121.5,
-                models=["RAV4"],
-                territory=[],
-                updated_at=svc.clock.now(),
-            )
-        )
-        session.flush()
-        session.add(
-            Advisor(
-                userid="sh01_a01",
-                name="王芳",
-                dealer_code="SH01",
-                capacity_per_day=20,
-                max_open_leads=200,
-                models=["RAV4"],
-                languages=[],
-                segments=[],
-                personas=[],
-                updated_at=svc.clock.now(),
-            )
-        )
+    now = svc.clock.now()
+    roster.store(svc, [roster.dealer("SH01", now, name="浦东店")], [roster.advisor("sh01_a01", now, name="王芳")])
     path = path_of(make(svc))
     token = path.removeprefix("/r/")
     for _ in range(3):

@@ -8,41 +8,20 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 
 from app.intake import assign, matching
-from app.store.models import Advisor, Assignment, Dealer
+from app.store.models import Advisor, Assignment
+from tests.support import roster
 
 
 def _roster(svc) -> None:
     now = svc.clock.now()
-    with svc.sessions.begin() as session:
-        session.add(
-            Dealer(
-                code="SH01",
-                name="上海店",
-                region="east",
-                city="上海",
-                lat=31.2,
-                lon=121.5,
-                models=["RAV4"],
-                territory=[],
-                updated_at=now,
-            )
-        )
-        session.flush()
-        for userid, models in (("a", ["RAV4"]), ("b", [])):
-            session.add(
-                Advisor(
-                    userid=userid,
-                    name=userid.upper(),
-                    dealer_code="SH01",
-                    capacity_per_day=2,
-                    max_open_leads=10,
-                    models=models,
-                    languages=[],
-                    segments=[],
-                    personas=[],
-                    updated_at=now,
-                )
-            )
+    roster.store(
+        svc,
+        [roster.dealer("SH01", now)],
+        [
+            roster.advisor(userid, now, name=userid.upper(), models=models, capacity_per_day=2, max_open_leads=10)
+            for userid, models in (("a", ["RAV4"]), ("b", []))
+        ],
+    )
 
 
 def _assignment(session, key: str, advisor: str, at: datetime, status: str = "kept") -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from app.config import load_settings
 from app.intake import leads, phones
 from app.intake import state as states
-from app.store.models import Advisor, Assignment, Dealer, Effect, Interaction, Lead, LeadStatus
+from app.store.models import Assignment, Effect, Interaction, Lead, LeadStatus
+from tests.support import roster as rows
 from workers.lead_jobs import notify_lead_advisor
 from workers.queues import DEFAULT, queue
 
@@ -32,53 +33,26 @@ def seed_roster(svc) -> None:
     sells CAMRY and has no advisors. zhang.wei is SH01's RAV4 expert, li.na its CAMRY expert."""
     now = svc.clock.now()
 
-    def dealer(code, city, lat, lon, models, territory=()):
-        return Dealer(
-            code=code,
-            name=f"{city}店",
-            region="east",
-            city=city,
-            lat=lat,
-            lon=lon,
-            models=list(models),
-            territory=list(territory),
-            updated_at=now,
-        )
-
     def advisor(userid, name, dealer_code, models):
-        return Advisor(
-            userid=userid,
-            name=name,
-            dealer_code=dealer_code,
-            active=True,
-            capacity_per_day=20,
-            max_open_leads=200,
-            models=list(models),
-            languages=["zh"],
-            segments=["prospect"],
-            personas=[],
+        return rows.advisor(
+            userid, now, name=name, dealer=dealer_code, models=models, languages=["zh"], segments=["prospect"],
             seniority=1,
-            acceptance_rate=None,
-            median_first_response_s=None,
-            updated_at=now,
-        )
+        )  # fmt: skip
 
-    with svc.sessions.begin() as session:
-        session.add_all(
-            [
-                dealer("SH01", "上海", 31.23, 121.47, ["RAV4", "CAMRY"], ["苏州"]),
-                dealer("HZ01", "杭州", 30.27, 120.15, ["RAV4", "BZ4X"]),
-                dealer("BJ01", "北京", 39.90, 116.40, ["CAMRY"]),
-            ]
-        )
-        session.flush()
-        session.add_all(
-            [
-                advisor("zhang.wei", "张伟", "SH01", ["RAV4"]),
-                advisor("li.na", "李娜", "SH01", ["CAMRY"]),
-                advisor("wang.fang", "王芳", "HZ01", ["BZ4X", "RAV4"]),
-            ]
-        )
+    rows.store(
+        svc,
+        [
+            rows.dealer("SH01", now, name="上海店", city="上海", lat=31.23, lon=121.47, models=["RAV4", "CAMRY"],
+                        territory=["苏州"]),
+            rows.dealer("HZ01", now, name="杭州店", city="杭州", lat=30.27, lon=120.15, models=["RAV4", "BZ4X"]),
+            rows.dealer("BJ01", now, name="北京店", city="北京", lat=39.90, lon=116.40, models=["CAMRY"]),
+        ],
+        [
+            advisor("zhang.wei", "张伟", "SH01", ["RAV4"]),
+            advisor("li.na", "李娜", "SH01", ["CAMRY"]),
+            advisor("wang.fang", "王芳", "HZ01", ["BZ4X", "RAV4"]),
+        ],
+    )  # fmt: skip
 
 
 @pytest.fixture()

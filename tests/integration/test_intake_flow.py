@@ -15,16 +15,15 @@ from werkzeug.serving import make_server
 from app.intake import assign
 from app.sandbox import SandboxConfig, SandboxServer, run_sandbox
 from app.store.models import (
-    Advisor,
     Assignment,
     Customer,
-    Dealer,
     Effect,
     FollowRelation,
     InboxEvent,
     InboxStatus,
     Interaction,
 )
+from tests.support import roster
 from workers.queues import enqueue_event
 
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -62,43 +61,25 @@ ADVISORS = {"sh_rc": "前台小周", "sh_a": "王芳", "sh_b": "李强", "sh_c":
 
 def _seed_roster(svc) -> None:
     now = svc.clock.now()
-    with svc.sessions.begin() as session:
-        session.add(
-            Dealer(
-                code="SH01",
-                name="一汽丰田上海浦东店",
-                region="east",
-                city="上海",
-                lat=31.22,
-                lon=121.54,
-                models=["RAV4", "COROLLA"],
-                territory=[],
-                manager_userid="sh_mgr",
-                updated_at=now,
+    profiles = {
+        "sh_rc": dict(models=[], seniority=0),
+        "sh_a": dict(models=["RAV4"], seniority=3),
+        "sh_b": dict(models=["COROLLA"], seniority=1),
+        "sh_c": dict(models=["COROLLA", "RAV4"], seniority=1, active=False),
+    }
+    roster.store(
+        svc,
+        [
+            roster.dealer(
+                "SH01", now, name="一汽丰田上海浦东店", lat=31.22, lon=121.54, models=["RAV4", "COROLLA"],
+                manager="sh_mgr",
             )
-        )
-        session.flush()
-        profiles = {
-            "sh_rc": dict(models=[], seniority=0),
-            "sh_a": dict(models=["RAV4"], seniority=3),
-            "sh_b": dict(models=["COROLLA"], seniority=1),
-            "sh_c": dict(models=["COROLLA", "RAV4"], seniority=1, active=False),
-        }
-        for userid, extra in profiles.items():
-            session.add(
-                Advisor(
-                    userid=userid,
-                    name=ADVISORS[userid],
-                    dealer_code="SH01",
-                    capacity_per_day=20,
-                    max_open_leads=200,
-                    languages=["普通话"],
-                    segments=["prospect"],
-                    personas=[],
-                    updated_at=now,
-                    **{"active": True, **extra},
-                )
-            )
+        ],
+        [
+            roster.advisor(userid, now, name=ADVISORS[userid], languages=["普通话"], segments=["prospect"], **extra)
+            for userid, extra in profiles.items()
+        ],
+    )
 
 
 def _way(corp: SandboxServer, userid: str, state: str) -> str:

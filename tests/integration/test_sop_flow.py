@@ -18,8 +18,9 @@ from werkzeug.serving import make_server
 from app.intake import tagging
 from app.sandbox import SandboxConfig, SandboxServer, run_sandbox
 from app.sop.versions import load_cards
-from app.store.models import Advisor, Customer, Dealer, InboxEvent, InboxStatus
+from app.store.models import Customer, InboxEvent, InboxStatus
 from app.store.sop_models import SopEnrollment
+from tests.support import roster
 from workers import sop_jobs
 
 CARDS = Path(__file__).resolve().parents[2] / "sop_cards"
@@ -50,37 +51,19 @@ def corp(app, svc, wecom: SandboxServer) -> Iterator[SandboxServer]:
     thread.start()
     wecom.state.configure(callback_url=f"http://127.0.0.1:{server.port}/wecom/callback")
     now = svc.clock.now()
-    with svc.sessions.begin() as session:
-        session.add(
-            Dealer(
-                code="SH01",
-                name="一汽丰田上海浦东店",
-                region="east",
-                city="上海",
-                lat=31.22,
-                lon=121.54,
-                models=["RAV4", "COROLLA", "AVALON", "BZ4X"],
-                territory=[],
-                manager_userid="sh_mgr",
-                updated_at=now,
+    roster.store(
+        svc,
+        [
+            roster.dealer(
+                "SH01", now, name="一汽丰田上海浦东店", lat=31.22, lon=121.54,
+                models=["RAV4", "COROLLA", "AVALON", "BZ4X"], manager="sh_mgr",
             )
-        )
-        session.flush()
-        for userid, name in (("sh_a", "王芳"), ("sh_b", "李强")):
-            session.add(
-                Advisor(
-                    userid=userid,
-                    name=name,
-                    dealer_code="SH01",
-                    capacity_per_day=20,
-                    max_open_leads=200,
-                    models=["RAV4"],
-                    languages=["普通话"],
-                    segments=["prospect"],
-                    personas=[],
-                    updated_at=now,
-                )
-            )
+        ],
+        [
+            roster.advisor(userid, now, name=name, languages=["普通话"], segments=["prospect"])
+            for userid, name in (("sh_a", "王芳"), ("sh_b", "李强"))
+        ],
+    )
     for userid, name in (("sh_a", "王芳"), ("sh_b", "李强"), ("sh_mgr", "刘经理")):
         wecom.state.add_employee(userid, name)
     for group, names in STARTER_TAGS.items():

@@ -18,8 +18,9 @@ from app.sop.enrollment import TriggerEvent, active_enrollments, enroll, try_enr
 from app.sop.versions import store_card
 from app.store import customers, interactions
 from app.store.interactions import NewInteraction
-from app.store.models import Advisor, CorpTag, Dealer, FollowRelation, Interaction
+from app.store.models import CorpTag, FollowRelation, Interaction
 from app.store.sop_models import ConsumerCursor, SopEnrollment
+from tests.support import roster
 
 CHINA_10AM = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # the FrozenClock's start: 10:00 in Shanghai
 _keys = itertools.count(1)
@@ -38,42 +39,18 @@ def seed_roster(svc, tag_ids: dict[str, str] | None = None) -> None:
     """Two dealers (SH01 east, GZ01 south), three advisors; the corp tags (ids ``t-组-名`` unless
     given, e.g. the sandbox's)."""
     now = svc.clock.now()
+    roster.store(
+        svc,
+        [
+            roster.dealer(code, now, name=name, region=region, models=["RAV4", "COROLLA"])
+            for code, name, region in (("SH01", "一汽丰田上海浦东店", "east"), ("GZ01", "广州天河店", "south"))
+        ],
+        [
+            roster.advisor(userid, now, name=name, dealer=dealer)
+            for userid, name, dealer in (("sh_a", "王芳", "SH01"), ("sh_b", "李强", "SH01"), ("gz_a", "陈明", "GZ01"))
+        ],
+    )
     with svc.sessions.begin() as session:
-        for code, name, region in (("SH01", "一汽丰田上海浦东店", "east"), ("GZ01", "广州天河店", "south")):
-            session.add(
-                Dealer(
-                    code=code,
-                    name=name,
-                    region=region,
-                    city="上海",
-                    lat=31.2,
-                    lon=121.5,
-                    models=["RAV4", "COROLLA"],
-                    territory=[],
-                    manager_userid=None,
-                    updated_at=now,
-                )
-            )
-        session.flush()
-        for userid, name, dealer in (
-            ("sh_a", "王芳", "SH01"),
-            ("sh_b", "李强", "SH01"),
-            ("gz_a", "陈明", "GZ01"),
-        ):
-            session.add(
-                Advisor(
-                    userid=userid,
-                    name=name,
-                    dealer_code=dealer,
-                    capacity_per_day=20,
-                    max_open_leads=200,
-                    models=["RAV4"],
-                    languages=[],
-                    segments=[],
-                    personas=[],
-                    updated_at=now,
-                )
-            )
         if tag_ids is None:
             for group, names in TAGS.items():
                 for name in names:
