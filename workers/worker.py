@@ -10,6 +10,7 @@ from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
+from app.intake.lead_recovery import sweep_if_due as lead_sweep_if_due
 from app.services import Services
 from workers.campaign_jobs import sweep_if_due as campaign_sweep_if_due
 from workers.queues import WORKER_QUEUES, queue
@@ -28,6 +29,10 @@ class _SweepsInbox:
             sweep_if_due(self.services)
         except Exception:  # a failed sweep must not stop the worker; the next tick tries again
             log.exception("inbox sweep failed")
+        try:
+            lead_sweep_if_due(self.services)  # leads a crash left unassigned or without their card
+        except Exception:
+            log.exception("lead sweep failed")
         try:
             sop_sweep_if_due(self.services)  # SOP: queue the sweep job once per SOP_SWEEP_INTERVAL
         except Exception:

@@ -12,8 +12,9 @@ Each row is imported on its own: a bad row gets its errors and never blocks the 
 4. Enqueue the advisor's card (``workers.lead_jobs.notify_lead_advisor``).
 
 The lead is committed before step 3 (the decision is written by its own transaction, which on
-SQLite cannot run inside another writer's). A lead left ``new`` by a crash between the two is
-finished by the next import of the same lead, which also enqueues a card that never went out.
+SQLite cannot run inside another writer's). A lead left ``new`` by a crash between the two, or
+whose card job was lost before Redis had it, is finished by the workers' lead sweep
+(app/intake/lead_recovery.py) or by the next import of the same lead, whichever comes first.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ def import_one(
     except ValidationError as exc:
         return RowResult(number, INVALID, errors=validation_errors(exc))
     lead_id, created = _store(svc, lead)
-    advisor = _assign(svc, lead_id)
+    advisor = assign_lead(svc, lead_id)
     return RowResult(number, CREATED if created else DUPLICATE, lead_id, advisor)
 
 
@@ -317,14 +318,14 @@ def _store(svc: Services, lead: LeadIn) -> tuple[int, bool]:
     raise RuntimeError("could not draw an unused lead link token in 5 tries")
 
 
-def _assign(svc: Services, lead_id: int) -> str | None:
+def assign_lead(svc: Services, lead_id: int) -> str | None:
     """Give a new lead its advisor (stable: the ledger keeps the decision), write the assignment
     and the interactions, enqueue the card. A lead that is past ``new`` is left as it is."""
     with svc.sessions() as session:
         lead = session.get(Lead, lead_id)
     assert lead is not None
     if lead.status != LeadStatus.NEW:
-        _ensure_card(svc, lead)
+        ensure_card(svc, lead)
         return lead.advisor_userid
     key = f"lead:{lead_id}"
     decision = assign.decide(
@@ -419,16 +420,17 @@ def enqueue_card(svc: Services, lead_id: int) -> None:
         pipe.execute()
 
 
-def _ensure_card(svc: Services, lead: Lead) -> None:
+def ensure_card(svc: Services, lead: Lead) -> bool:
     """Enqueue the card again if it was never sent and no job for it is known to Redis (the
-    enqueue was lost, or a failed job's record expired)."""
+    enqueue was lost, or a failed job's record expired). True when it enqueued one."""
     if lead.status not in (LeadStatus.ASSIGNED, LeadStatus.LINKED) or not lead.advisor_userid:
-        return
+        return False
     if effects.recorded(svc.sessions, card_effect_key(lead.id)) is not None:
-        return
+        return False
     if Job.exists(card_job_id(lead.id), svc.redis):
-        return
+        return False
     enqueue_card(svc, lead.id)
+    return True
 
 
 SOURCE_LABELS = {"cdp": "CDP", "autohome": "汽车之家", "dongchedi": "懂车帝", "website": "官网"}

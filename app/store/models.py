@@ -234,7 +234,7 @@ class Lead(Base):
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.NEW)
     advisor_userid: Mapped[str | None] = mapped_column(String(64), index=True)
     external_userid: Mapped[str | None] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the lead sweep scans a window of it
     updated_at: Mapped[datetime]
     linked_at: Mapped[datetime | None]
 
