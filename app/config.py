@@ -119,6 +119,10 @@ class Settings(BaseModel):
     CAMPAIGN_REMIND_AFTER: int = Field(default=3600, ge=1)  # unconfirmed this long: remind (≤ 3)
     CAMPAIGN_TASK_EXPIRY: int = Field(default=3 * 24 * 3600, ge=60)  # unsent this long: expired
 
+    # Mini-program covers uploaded as WeCom media (app/wecom/media.py): seconds one download of a
+    # cover address may take in all (connect, each read, and the whole body).
+    COVER_DOWNLOAD_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
+
     @field_validator("WECOM_API_BASE")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
