@@ -107,6 +107,9 @@ class Settings(BaseModel):
 
     # The bot and the sidebar (app/bot, app/sidebar).
     BOT_PASSIVE_REPLY_WAIT: float = 1.5  # seconds the bot callback waits for a passive reply; 0: never
+    # Callbacks of one web process that may wait for a passive reply at once; more answer "success"
+    # at once (their answers go out as app messages), so bot traffic never holds every thread.
+    BOT_PASSIVE_REPLY_MAX_WAITERS: int = 4
     SECRET_KEY: str = ""  # signs the sidebar's session cookie
 
     # Simulated time (demo and tests only): a Redis key holding seconds added to real time, shared
@@ -277,6 +280,8 @@ class Settings(BaseModel):
                 raise ConfigError(f"{key}: {exc}") from exc
         if not 0 <= self.BOT_PASSIVE_REPLY_WAIT <= 4:
             raise ConfigError("BOT_PASSIVE_REPLY_WAIT must be 0-4 seconds (WeCom waits 5 s for the answer)")
+        if self.BOT_PASSIVE_REPLY_MAX_WAITERS < 0:
+            raise ConfigError("BOT_PASSIVE_REPLY_MAX_WAITERS must be 0 or more (0: never wait)")
 
 
 def _is_encoding_aes_key(value: str) -> bool:

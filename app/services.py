@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -45,6 +46,11 @@ class Services:
     def ingester(self) -> Ingester:
         """The callback path's group commit of store + enqueue (one per process and app)."""
         return Ingester(self)
+
+    @cached_property
+    def passive_waiters(self) -> threading.BoundedSemaphore:
+        """Slots for bot callbacks waiting on a passive reply in this process (app/bot/reply.py)."""
+        return threading.BoundedSemaphore(max(1, self.settings.BOT_PASSIVE_REPLY_MAX_WAITERS))
 
     @cached_property
     def _cryptos(self) -> dict[str, CallbackCrypto]:

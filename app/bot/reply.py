@@ -19,6 +19,12 @@ taking it and answering WeCom). A duplicate delivery of the same MsgId stores no
 runs no job, so it gets "success" at once; a retried job finds its answer in the effects ledger.
 Redis down: the view answers "success" (and pauses enqueueing like the ingester does), the
 event is swept later and its answer goes out as an app message.
+
+A waiting view holds a web thread for up to BOT_PASSIVE_REPLY_WAIT seconds, so at most
+BOT_PASSIVE_REPLY_MAX_WAITERS views of one process wait at once: when all slots are taken, the
+view does not announce a wait and answers "success" at once, and the worker, finding nobody
+waiting, sends the answer as an app message. A burst of advisors' texts never starves the
+customer-contact callbacks of threads.
 """
 
 from __future__ import annotations
@@ -76,25 +82,43 @@ class PassiveWait:
     event: CallbackEvent
     key: str
     announced: bool
+    holds_slot: bool = False
 
     @classmethod
     def announce(cls, svc: Services, event: CallbackEvent) -> PassiveWait:
-        """Say "a view waits for this message" (unless waiting is off or Redis is out)."""
+        """Say "a view waits for this message" (unless waiting is off, every waiting slot of
+        this process is taken, or Redis is out)."""
         key = handshake_id(event)
-        wait = svc.settings.BOT_PASSIVE_REPLY_WAIT
-        if wait <= 0 or svc.clock.time() < svc.enqueue_paused_until:
+        settings = svc.settings
+        if settings.BOT_PASSIVE_REPLY_WAIT <= 0 or settings.BOT_PASSIVE_REPLY_MAX_WAITERS <= 0:
             return cls(svc, event, key, False)
+        if svc.clock.time() < svc.enqueue_paused_until:
+            return cls(svc, event, key, False)
+        if not svc.passive_waiters.acquire(blocking=False):
+            log.info(
+                "bot: %d views already wait for replies; answering by app message",
+                settings.BOT_PASSIVE_REPLY_MAX_WAITERS,
+            )
+            return cls(svc, event, key, False)
+        wait = cls(svc, event, key, False, holds_slot=True)
         try:
             # Outlives the wait; expires by itself if the view dies.
-            ttl_ms = int((wait + MARGIN_SECONDS) * 1000)
+            ttl_ms = int((settings.BOT_PASSIVE_REPLY_WAIT + MARGIN_SECONDS) * 1000)
             # NX: a concurrent delivery of the same message already waits; this one does not
             # (and so never withdraws the other's wait).
-            fresh = svc.web_redis.set(WAIT_KEY.format(key), "1", px=ttl_ms, nx=True)
+            wait.announced = bool(svc.web_redis.set(WAIT_KEY.format(key), "1", px=ttl_ms, nx=True))
         except redis.RedisError as exc:
             _pause_enqueueing(svc)
             log.warning("bot: cannot announce a passive-reply wait (Redis: %s)", type(exc).__name__)
-            return cls(svc, event, key, False)
-        return cls(svc, event, key, bool(fresh))
+        if not wait.announced:
+            wait.release()
+        return wait
+
+    def release(self) -> None:
+        """Give the waiting slot back (once; collect does it, the view's finally makes sure)."""
+        if self.holds_slot:
+            self.holds_slot = False
+            self.svc.passive_waiters.release()
 
     def collect(self, stored: Stored | None, nonce: str) -> str | None:
         """The sealed passive reply if the answer arrives in time, else None ("success").
@@ -116,6 +140,7 @@ class PassiveWait:
         finally:
             with contextlib.suppress(redis.RedisError):  # else it expires by itself
                 client.delete(WAIT_KEY.format(self.key))
+            self.release()
         if content is None:
             return None
         now = int(time.time())

@@ -9,9 +9,9 @@ from flask import Blueprint, Response, request
 
 from app.bot.reply import PassiveWait
 from app.callbacks.ingest import NotStored
-from app.services import services
+from app.services import Services, services
 from app.wecom.errors import BadSignature, CallbackRejected, MalformedXml, PayloadTooLarge
-from app.wecom.events import parse_event, parse_xml
+from app.wecom.events import CallbackEvent, parse_event, parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,25 @@ def _receive(app_name: str) -> Response:
     advisor_text = app_name == "bot" and event.event_type == "msg:text"
     waiting = PassiveWait.announce(svc, event) if advisor_text else None
     try:
+        return _store_and_answer(svc, app_name, event, plaintext, nonce, waiting, urgent=advisor_text)
+    finally:
+        if waiting is not None:
+            waiting.release()  # whatever happened, this thread no longer waits
+
+
+def _store_and_answer(
+    svc: Services,
+    app_name: str,
+    event: CallbackEvent,
+    plaintext: str,
+    nonce: str,
+    waiting: PassiveWait | None,
+    *,
+    urgent: bool,
+) -> Response:
+    try:
         stored = svc.ingester.ingest(
-            urgent=bool(event.fields.get("WelcomeCode")) or advisor_text,
+            urgent=bool(event.fields.get("WelcomeCode")) or urgent,
             source=app_name,
             dedup_key=event.dedup_key,
             event_type=event.event_type,

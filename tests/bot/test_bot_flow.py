@@ -224,3 +224,33 @@ def test_two_deliveries_at_once_get_one_answer(corp: SandboxServer, svc, worker)
     passive = [b for b in bodies if b.startswith("<xml>")]
     assert len(passive) + len(_sent_to(corp, "sh_a")) == 1, bodies
     assert len(_answered(svc)) == 1 and _row(svc).deliveries == 2
+
+
+def test_views_beyond_the_waiting_slots_answer_success_at_once(
+    corp: SandboxServer, svc, work, monkeypatch
+) -> None:
+    """With one waiting slot per process, a second advisor's text that arrives while the first
+    waits is answered "success" at once; both answers go out, the second as an app message; the
+    slot is free again afterwards."""
+    monkeypatch.setattr(svc, "settings", svc.settings.model_copy(update={"BOT_PASSIVE_REPLY_MAX_WAITERS": 1}))
+
+    def text(userid: str, content: str) -> tuple[str, float]:
+        started = time.perf_counter()
+        report = corp.platform.advisor_texts_bot(userid, content).report()
+        return report.attempts[-1].response_body, time.perf_counter() - started
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(text, "sh_a", "保养多少钱")
+        time.sleep(0.3)  # the first view is waiting now
+        second = pool.submit(text, "sh_b", "落地价")
+        (body_a, waited_a), (body_b, waited_b) = first.result(), second.result()
+    assert (body_a, body_b) == ("success", "success")  # no worker runs: nobody answers in time
+    assert waited_a >= WAIT
+    assert waited_b < WAIT / 2  # did not wait: the only slot was taken
+
+    work()
+    assert len(_sent_to(corp, "sh_a")) == 1 and len(_sent_to(corp, "sh_b")) == 1
+    assert sorted(a.payload["via"] for a in _answered(svc)) == ["active", "active"]
+
+    _, waited_again = text("sh_a", "试驾")  # the slot was given back
+    assert waited_again >= WAIT
