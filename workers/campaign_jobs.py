@@ -29,6 +29,7 @@ from app.services import Services, services
 from app.store.campaign_models import Campaign
 from app.wecom.errors import RateLimited
 from workers.appcontext import app_context
+from workers.periodic import claim_period
 from workers.queues import BULK, DEFAULT, queue, retry_policy
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,7 @@ def sweep(svc: Services) -> dict[str, int]:
 
 def sweep_if_due(svc: Services) -> bool:
     """Run a sweep unless a worker did within INBOX_SWEEP_INTERVAL (a Redis lock)."""
-    interval = max(1, svc.settings.INBOX_SWEEP_INTERVAL - 1)
-    if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
+    if not claim_period(svc, LOCK_KEY, svc.settings.INBOX_SWEEP_INTERVAL):
         return False
     sweep(svc)
     return True

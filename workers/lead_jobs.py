@@ -1,4 +1,5 @@
-"""Jobs of the lead import: the card that tells an advisor about a new lead."""
+"""Jobs of the lead import: the card that tells an advisor about a new lead, and the sweep that
+finishes imports a crash cut short (app/intake/lead_recovery.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from app.intake import leads
+from app.intake import lead_recovery, leads
 from app.intake.notify import send_card
-from app.services import services
+from app.services import Services, services
 from app.store import effects, interactions
 from app.store.interactions import NewInteraction
 from app.store.models import Lead
 from workers.appcontext import app_context
+from workers.periodic import claim_period
 
 log = logging.getLogger(__name__)
+
+SWEEP_LOCK_KEY = "scrm:lead-sweep:lock"
 
 
 def notify_lead_advisor(lead_id: int) -> str:
@@ -63,3 +67,13 @@ def notify_lead_advisor(lead_id: int) -> str:
                 now,
             )
         return "sent" if sent_now else "already sent"
+
+
+def sweep_if_due(svc: Services) -> lead_recovery.LeadSweepResult | None:
+    """The lead sweep, unless another worker ran it within INBOX_SWEEP_INTERVAL."""
+    if not claim_period(svc, SWEEP_LOCK_KEY, svc.settings.INBOX_SWEEP_INTERVAL):
+        return None
+    result = lead_recovery.sweep(svc)
+    if result.assigned or result.cards_enqueued:
+        log.warning("lead sweep: %s", result)
+    return result

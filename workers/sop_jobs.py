@@ -32,6 +32,7 @@ from app.sop import runner, triggers
 from app.sop.runner import RunReport
 from app.sop.triggers import ConsumeReport
 from workers.appcontext import app_context
+from workers.periodic import claim_period
 from workers.queues import DEFAULT, queue, retry_policy
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,7 @@ def _sweep_queued(svc: Services) -> bool:
 def sweep_if_due(svc: Services) -> bool:
     """Enqueue the sweep job unless a worker did within SOP_SWEEP_INTERVAL (a Redis lock) or the
     last one is still queued or running. True when it was enqueued."""
-    interval = max(1, svc.settings.SOP_SWEEP_INTERVAL - 1)
-    if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
+    if not claim_period(svc, LOCK_KEY, svc.settings.SOP_SWEEP_INTERVAL):
         return False
     if _sweep_queued(svc):
         return False

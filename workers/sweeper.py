@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 from app.services import Services
 from app.store import inbox
 from app.store.models import InboxStatus
+from workers.periodic import claim_period
 from workers.queues import enqueue_event, event_job_id, max_attempts
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,7 @@ def sweep(svc: Services, *, force: bool = False, batch: int = 500) -> SweepResul
 
 def sweep_if_due(svc: Services) -> SweepResult | None:
     """Run a sweep unless another worker ran one within the sweep interval (a Redis lock)."""
-    interval = max(1, svc.settings.INBOX_SWEEP_INTERVAL - 1)
-    if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
+    if not claim_period(svc, LOCK_KEY, svc.settings.INBOX_SWEEP_INTERVAL):
         return None
     result = sweep(svc)
     if result.enqueued or result.given_up:

@@ -10,9 +10,9 @@ from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
-from app.intake.lead_recovery import sweep_if_due as lead_sweep_if_due
 from app.services import Services
 from workers.campaign_jobs import sweep_if_due as campaign_sweep_if_due
+from workers.lead_jobs import sweep_if_due as lead_sweep_if_due
 from workers.queues import WORKER_QUEUES, queue
 from workers.sop_jobs import sweep_if_due as sop_sweep_if_due
 from workers.sweeper import sweep_if_due

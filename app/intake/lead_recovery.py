@@ -3,8 +3,8 @@
 A lead is committed before it is assigned, and its advisor's card is enqueued after the
 assignment commits (app/intake/leads.py). A process that dies between those steps leaves either
 a lead still ``new`` (no advisor yet) or an assigned lead whose card job never reached Redis.
-Workers run this sweep in their maintenance step (``sweep_if_due``, at most once per
-INBOX_SWEEP_INTERVAL across all workers):
+Workers run this sweep in their maintenance step (workers/lead_jobs.py ``sweep_if_due``, at
+most once per INBOX_SWEEP_INTERVAL across all workers):
 
 - a ``new`` lead older than INBOX_SWEEP_GRACE is assigned (``assign_lead``: the same stable
   decision, assignment row, interactions and card as an import);
@@ -18,7 +18,6 @@ and the bound keeps each sweep an index range scan however many leads the store 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,10 +27,7 @@ from app.intake.leads import assign_lead, card_effect_key, ensure_card
 from app.services import Services
 from app.store.models import Effect, Lead, LeadStatus
 
-log = logging.getLogger(__name__)
-
 WINDOW = timedelta(days=3)
-LOCK_KEY = "scrm:lead-sweep:lock"
 
 
 @dataclass
@@ -89,14 +85,3 @@ def sweep(svc: Services, *, batch: int = 500) -> LeadSweepResult:
                 result.cards_enqueued += 1
         if len(leads) < batch:
             return result
-
-
-def sweep_if_due(svc: Services) -> LeadSweepResult | None:
-    """Run a sweep unless another worker ran one within the sweep interval (a Redis lock)."""
-    interval = max(1, svc.settings.INBOX_SWEEP_INTERVAL - 1)
-    if not svc.redis.set(LOCK_KEY, "1", nx=True, ex=interval):
-        return None
-    result = sweep(svc)
-    if result.assigned or result.cards_enqueued:
-        log.warning("lead sweep: %s", result)
-    return result
