@@ -14,7 +14,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.sandbox.errors import ApiError, errmsg
 from app.sandbox.faults import FaultRule
-from app.sandbox.handlers import ROUTES, Call
+from app.sandbox.handlers import ROUTES, Call, Route
+from app.sandbox.handlers.base import Upload
 from app.sandbox.runtime import current_sandbox
 from app.sandbox.state import SandboxState
 
@@ -80,6 +81,21 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _files(route: Route) -> dict[str, Upload]:
+    """The request's uploaded files, each read up to the route's limit (plus one byte, to tell a
+    file that is too large), outside the state lock."""
+    files = {}
+    for name, storage in request.files.items():
+        data = storage.stream.read(route.max_bytes + 1)
+        files[name] = Upload(
+            storage.filename or "",
+            storage.mimetype or "",
+            data[: route.max_bytes],
+            truncated=len(data) > route.max_bytes,
+        )
+    return files
+
+
 def _call(state: SandboxState, path: str) -> dict[str, Any] | Response:
     if path == GETTOKEN:
         return _gettoken(state)
@@ -92,11 +108,12 @@ def _call(state: SandboxState, path: str) -> dict[str, Any] | Response:
         raise ApiError(43001 if route.method == "GET" else 43002)
     app = state.app_for_token(request.args.get("access_token", ""))
     _check_rate(state, path)
-    body = _json_body() if request.method == "POST" else {}
+    files = _files(route) if route.multipart else {}
+    body = _json_body() if request.method == "POST" and not route.multipart else {}
     args = {key: request.args.get(key, "") for key in request.args if key != "access_token"}
     with state.lock:
         try:
-            return route.handler(Call(state, app, args, body))
+            return route.handler(Call(state, app, args, body, files))
         except (TypeError, ValueError) as exc:  # a field of the wrong type deep in the body
             raise ApiError(40058, type(exc).__name__) from None
 

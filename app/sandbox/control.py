@@ -8,9 +8,10 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 
 from app.sandbox import massend
+from app.sandbox.assets import ASSETS
 from app.sandbox.errors import ApiError, SandboxError
 from app.sandbox.platform import Emission
 from app.sandbox.runtime import Sandbox, current_sandbox
@@ -264,6 +265,31 @@ def mass_send_confirm() -> Response:
     with state.lock:
         confirmed = massend.confirm(state, userid=body.get("userid"), msgid=body.get("msgid"))
         return jsonify({"confirmed": confirmed})
+
+
+@control.get("/media")
+def media() -> Response:
+    """Every upload (media/upload): media_id, type, filename, size, sha256, created_at, and
+    whether it is still valid (3 days on the sandbox clock)."""
+    state = current_sandbox().state
+    with state.lock:
+        now = state.now()
+        return jsonify(
+            [
+                {**dataclasses.asdict(item), "valid": now < item.created_at + state.MEDIA_TTL}
+                for item in state.media.values()
+            ]
+        )
+
+
+@control.get("/assets/<name>")
+def asset(name: str) -> Response:
+    """Static files for demos and tests (app/sandbox/assets.py): ``cover.png``, a mini-program
+    cover a campaign can name as its ``picurl`` on loopback."""
+    if name not in ASSETS:
+        abort(404)
+    mimetype, make = ASSETS[name]
+    return Response(make(), mimetype=mimetype, headers={"Cache-Control": "no-cache"})
 
 
 @control.get("/deliveries")

@@ -40,6 +40,10 @@ class IdFactory:
     def app_msgid(self) -> str:
         return self._chars(_URLSAFE, 40)
 
+    def media_id(self) -> str:
+        """Shaped like WeCom's (e.g. 1G6nrLmr5EC3MMb_-zK1dDdzmd0p7cNliYu9V5w7o8K0)."""
+        return "1" + self._chars(_URLSAFE, 43)
+
     def nonce(self) -> str:
         return str(self.randint(10**8, 10**10 - 1))
 

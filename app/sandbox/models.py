@@ -168,3 +168,15 @@ class MassSend:
     tasks: dict[str, MassSendTask] = field(default_factory=dict)
     reminders: list[int] = field(default_factory=list)  # remind_groupmsg_send times
     cancelled_at: int | None = None
+
+
+@dataclass
+class Media:
+    """Temporary media (media/upload): valid for 3 days after ``created_at`` (the sandbox clock)."""
+
+    media_id: str
+    type: str  # image | voice | video | file
+    filename: str
+    size: int
+    sha256: str
+    created_at: int

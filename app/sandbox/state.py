@@ -27,6 +27,7 @@ from app.sandbox.models import (
     Customer,
     Employee,
     MassSend,
+    Media,
     PendingTransfer,
     Relation,
     SentAppMessage,
@@ -68,6 +69,7 @@ class SandboxState:
         self.transfers: dict[str, PendingTransfer] = {}
         self.mass_sends: dict[str, MassSend] = {}  # by msgid, oldest first (app.sandbox.massend)
         self.mass_received: dict[str, list[int]] = {}  # external_userid → mass messages' send times
+        self.media: dict[str, Media] = {}  # temporary media by media_id (media/upload)
         self.api_calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()  # errcode, or "http_502" for an HTTP fault
         self.errors_by_path: Counter[str] = Counter()
@@ -244,6 +246,20 @@ class SandboxState:
             raise ApiError(40068, f"tag_id {tag_id!r} not found")
         return tag
 
+    # -- media ----------------------------------------------------------------------------
+
+    MEDIA_TTL = 3 * 24 * 3600  # WeCom: a temporary media id is valid for 3 days
+
+    def live_media(self, media_id: str) -> Media:
+        """Uploaded media that has not expired on the sandbox clock, or 40007."""
+        with self.lock:
+            item = self.media.get(media_id)
+            if item is None:
+                raise ApiError(40007, f"media_id {media_id!r} was never uploaded")
+            if self.now() >= item.created_at + self.MEDIA_TTL:
+                raise ApiError(40007, f"media_id {media_id!r} expired 3 days after its upload")
+            return item
+
     # -- counters -------------------------------------------------------------------------
 
     def count_call(self, path: str) -> None:
@@ -271,5 +287,6 @@ class SandboxState:
                 "welcome_messages": len(self.welcome_messages),
                 "app_messages": len(self.app_messages),
                 "pending_transfers": len(self.transfers),
+                "media": dict(Counter(item.type for item in self.media.values())),
                 **mass_send_counts(self),
             }

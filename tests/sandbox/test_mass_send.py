@@ -3,6 +3,7 @@ advisors confirming after a delay, the per-customer receiving limit and the per-
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from app.clock import FrozenClock
 from app.sandbox import Sandbox
+from app.sandbox.assets import cover_png
 from app.sandbox.massend import receiving_period
 from tests.sandbox.conftest import WeComApi
 
@@ -103,13 +105,24 @@ def test_validation_errors(sandbox: Sandbox, wecom_api: WeComApi, corp: dict[str
     ]
     for item in bad:
         assert add(wecom_api, **ok, attachments=[item])["errcode"] == 40058, item
+    # Media ids must be uploaded ones (tests/sandbox/test_media_upload.py: 40007 otherwise).
+    media = {"image": cover_png(), "file": b"a price list"}
+    ids = {
+        kind: wecom_api.client.post(
+            "/cgi-bin/media/upload",
+            query_string={"access_token": wecom_api.token, "type": kind},
+            data={"media": (io.BytesIO(data), f"m.{kind}")},
+            content_type="multipart/form-data",
+        ).json["media_id"]
+        for kind, data in media.items()
+    }
     good = [
         {"msgtype": "image", "image": {"pic_url": "https://p.example.com/1.png"}},
         {
             "msgtype": "miniprogram",
-            "miniprogram": {"title": "t", "appid": "wx1", "page": "p", "pic_media_id": "m"},
+            "miniprogram": {"title": "t", "appid": "wx1", "page": "p", "pic_media_id": ids["image"]},
         },
-        {"msgtype": "file", "file": {"media_id": "m"}},
+        {"msgtype": "file", "file": {"media_id": ids["file"]}},
     ]
     assert add(wecom_api, **ok, attachments=good)["errcode"] == 0
 

@@ -4,12 +4,22 @@ HTTP method. Handlers run under the state lock and raise ApiError for WeCom's er
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.sandbox.errors import ApiError
 from app.sandbox.models import App
 from app.sandbox.state import SandboxState
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of a multipart/form-data request, read before the state lock is taken."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    truncated: bool = False  # longer than the route's ``max_bytes``: ``data`` holds the start
 
 
 @dataclass
@@ -18,6 +28,7 @@ class Call:
     app: App
     args: dict[str, str]
     body: dict[str, Any]
+    files: dict[str, Upload] = field(default_factory=dict)  # multipart routes only
 
     def text(self, name: str, limit: int | None = None, required: bool = True) -> str:
         """A string from the query (GET) or the JSON body (POST)."""
@@ -46,14 +57,20 @@ Handler = Callable[[Call], dict[str, Any]]
 class Route:
     method: str
     handler: Handler
+    # A multipart/form-data upload (media/upload) instead of a JSON body: its files are read, at
+    # most ``max_bytes`` + 1 bytes each, into Call.files.
+    multipart: bool = False
+    max_bytes: int = 0
 
 
 ROUTES: dict[str, Route] = {}
 
 
-def api(path: str, method: str) -> Callable[[Handler], Handler]:
+def api(
+    path: str, method: str, *, multipart: bool = False, max_bytes: int = 0
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        ROUTES[path] = Route(method, handler)
+        ROUTES[path] = Route(method, handler, multipart, max_bytes)
         return handler
 
     return register

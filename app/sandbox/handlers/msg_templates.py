@@ -5,9 +5,11 @@ cancel_groupmsg_send (97611).
 add_msg_template sends nothing: it creates one task per member (the sender, or each customer's
 member) that the member confirms in the WeCom client; ``app.sandbox.massend`` keeps the tasks,
 confirms them after ``mass_send_confirm_delay`` and applies the per-customer receiving limit.
-Customers that are not (the sender's) customers come back in ``fail_list``. ``msg_templates(state)``
-lists what was prepared (one ``MassSend`` per call, oldest first). Group chats (chat_type group)
-are not simulated: they answer 40058.
+Customers that are not (the sender's) customers come back in ``fail_list``. Attachments naming
+media (an image's ``media_id``, a mini-program's ``pic_media_id``, a video's or file's
+``media_id``) need it uploaded through media/upload within the last 3 days, else 40007.
+``msg_templates(state)`` lists what was prepared (one ``MassSend`` per call, oldest first). Group
+chats (chat_type group) are not simulated: they answer 40058.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ ATTACHMENT_REQUIRED: dict[str, tuple[str, ...]] = {
     "video": ("media_id",),
     "file": ("media_id",),
 }
+# Fields that name uploaded media (media/upload): unknown or expired (3 days) → 40007.
+ATTACHMENT_MEDIA: dict[str, str] = {
+    "image": "media_id",
+    "miniprogram": "pic_media_id",
+    "video": "media_id",
+    "file": "media_id",
+}
 ATTACHMENT_MAX_BYTES: dict[str, dict[str, int]] = {
     "link": {"title": 128, "desc": 512, "url": 2048},
     "miniprogram": {"title": 64},
@@ -46,7 +55,7 @@ def msg_templates(state: SandboxState) -> list[MassSend]:
         return list(state.mass_sends.values())
 
 
-def _content(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def _content(state: SandboxState, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     text = body.get("text") or {}
     content = text.get("content", "") if isinstance(text, dict) else None
     attachments = body.get("attachments") or []
@@ -74,6 +83,10 @@ def _content(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 raise ApiError(40058, f"attachments[{index}].{kind}.{name} is over {limit} bytes")
     if not content and not attachments:
         raise ApiError(40058, "text and attachments cannot both be empty")
+    for item in attachments:
+        media_id = item[item["msgtype"]].get(ATTACHMENT_MEDIA.get(item["msgtype"], ""))
+        if media_id:
+            state.live_media(media_id)
     return content, attachments
 
 
@@ -116,7 +129,7 @@ def add_msg_template(call: Call) -> dict[str, Any]:
     tag_filter = _tag_filter(state, call.body.get("tag_filter"))
     if not external_userids and not sender and tag_filter is None:
         raise ApiError(40058, "external_userid, sender or tag_filter is required")
-    content, attachments = _content(call.body)
+    content, attachments = _content(state, call.body)
     if sender:
         state.employee(sender)
     owners: dict[str, list[str]] = {}
