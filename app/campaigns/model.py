@@ -6,7 +6,8 @@
       attachments:                      # at most 9 (WeCom's limit), in this order
         - image: {media_id: MEDIA_ID}   # or {pic_url: https://…}
         - link: {title: …, url: https://…, desc: …, picurl: https://…}
-        - miniprogram: {title: …, appid: wx…, page: pages/index.html, pic_media_id: …}  # or picurl
+        - miniprogram: {title: …, appid: wx…, page: pages/index.html, picurl: https://…/cover.png}
+                                        # or pic_media_id: an image uploaded within 3 days
     audience: tag(意向车型:RAV4) and stage(prospect) and not tag(活动:试驾专场)
     scope: {dealer: SH01}               # null / omitted: the whole brand (HQ only)
     schedule: {send_at: 2026-10-20T10:00:00+08:00}   # null / omitted: now
@@ -14,10 +15,19 @@
 Byte limits are WeCom's (``externalcontact/add_msg_template``): text 4000 bytes, link title 128,
 desc 512, url 2048, mini-program title 64. ``audience`` is the filter of app/campaigns/audience.py;
 it is parsed here too, so a syntax error is reported with the spec's other errors.
+
+A mini-program's cover: WeCom takes only ``pic_media_id``, an image uploaded as temporary media
+(valid 3 days). A ``picurl`` (jpg or png, at most 10 MB; WeCom recommends 520x416) is downloaded
+and uploaded when the batches are submitted (app/wecom/media.py; the media id is cached for 2.5
+days, so a campaign uploads its cover once), and ``to_wecom`` sends the media id in its place. A
+cover that cannot be used fails the batches with the reason (``cover https://…: HTTP 404``). A
+``pic_media_id`` given here passes through as it is: it must still be valid when the campaign is
+submitted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -107,9 +117,18 @@ class Attachment(_Strict):
     def msgtype(self) -> str:
         return next(name for name in ("image", "link", "miniprogram") if getattr(self, name) is not None)
 
-    def to_wecom(self) -> dict[str, Any]:
-        """WeCom's form: ``{"msgtype": "link", "link": {...}}`` (unset fields left out)."""
+    def to_wecom(self, cover: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """WeCom's form: ``{"msgtype": "link", "link": {...}}`` (unset fields left out). A
+        mini-program's ``picurl`` becomes ``pic_media_id``: ``cover`` turns the address into a
+        media id (app/wecom/media.py); without one such an attachment is a ValueError."""
         body = getattr(self, self.msgtype).model_dump(exclude_none=True)
+        if self.miniprogram is not None and self.miniprogram.picurl:
+            if cover is None:
+                raise ValueError(
+                    "a mini-program cover given by address must be uploaded first (pic_media_id)"
+                )
+            del body["picurl"]
+            body["pic_media_id"] = cover(self.miniprogram.picurl)
         return {"msgtype": self.msgtype, self.msgtype: body}
 
 

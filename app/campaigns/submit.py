@@ -13,10 +13,15 @@
    b. the batch is claimed: ``UPDATE … SET status='submitting', lease_until=now+JOB_TIMEOUT+30
       WHERE status='pending' OR (status='submitting' AND lease_until < now)``; a batch that is
       submitted, failed, cancelled or leased by a live job is left alone;
-   c. the call goes out under the shared rate limiter (``contact_client``); busy / 45009 /
+   c. mini-program covers given by address are resolved to media ids, once per job
+      (app/wecom/media.py: cached in Redis, so a campaign uploads each cover once); a cover that
+      cannot be used (HTTP 4xx, not a jpg/png, over 10 MB, refused by WeCom) fails the batch for
+      good with that reason (``cover https://…/c.png: HTTP 404``, the customers'
+      ``campaign_failed`` reason too); one whose host is down or slow is retried like a busy WeCom;
+   d. the call goes out under the shared rate limiter (``contact_client``); busy / 45009 /
       network errors after the client's retries release the claim and raise (RQ retries the job,
       the campaign sweep re-enqueues it); any other errcode fails the batch for good;
-   d. WeCom's answer (msgid, fail_list, or the refusal) is written to the ledger in its own
+   e. WeCom's answer (msgid, fail_list, or the refusal) is written to the ledger in its own
       transaction, then applied: the batch becomes ``submitted`` (msgid, fail_list) and its
       customers ``submitted``, those in fail_list ``failed`` (reason ``fail_list``: not the
       advisor's customer in WeCom, or an invalid id).
@@ -53,6 +58,7 @@ from app.store import effects, interactions
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.db import insert_for
 from app.store.interactions import NewInteraction
+from app.wecom import media
 from app.wecom.client import contact_client
 from app.wecom.errors import WeComError, WeComUnavailable
 
@@ -83,7 +89,6 @@ def ledger_key(campaign_id: int, advisor_userid: str, batch_no: int) -> str:
 def chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
 
 
 def events(
@@ -198,15 +203,21 @@ def pending_batches(session: Session, campaign_id: int, now: datetime) -> list[B
 # -- 2. one batch ---------------------------------------------------------------------------------------
 
 
-def message(spec: dict[str, Any]) -> dict[str, Any]:
-    """add_msg_template's content fields from the stored spec."""
+def message(spec: dict[str, Any], cover: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """add_msg_template's content fields from the stored spec; ``cover`` turns a mini-program's
+    cover address into a media id (``media.covers(svc).media_id``)."""
     content = Content.model_validate(spec["content"])
     data: dict[str, Any] = {}
     if content.text:
         data["text"] = {"content": content.text}
     if content.attachments:
-        data["attachments"] = [item.to_wecom() for item in content.attachments]
+        data["attachments"] = [item.to_wecom(cover) for item in content.attachments]
     return data
+
+
+def _text(spec: dict[str, Any]) -> dict[str, Any]:
+    text = Content.model_validate(spec["content"]).text
+    return {"text": {"content": text}} if text else {}
 
 
 def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no: int) -> str:
@@ -224,24 +235,25 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
         if state == states.CANCELLED:
             _cancel_batch(svc, batch_id)
             return "cancelled"
-        data = {
-            "chat_type": "single",
-            "sender": advisor_userid,
-            "external_userid": customers,
-            **message(spec),
-        }
+        data = {"chat_type": "single", "sender": advisor_userid, "external_userid": customers}
         try:
             found = None
             if stale_since is not None:
-                found = _reconcile(svc, advisor_userid, customers, data, stale_since)
+                found = _reconcile(svc, advisor_userid, customers, {**data, **_text(spec)}, stale_since)
             if found is not None:
                 answer = found
             else:
+                data.update(message(spec, cover=media.covers(svc).media_id))
                 result = contact_client(svc).post("externalcontact/add_msg_template", data=data)
                 answer = {"msgid": str(result["msgid"]), "fail_list": list(result.get("fail_list") or [])}
-        except WeComUnavailable as exc:
+        except WeComUnavailable as exc:  # a cover's host down or slow too (media.CoverUnavailable)
             _release(svc, batch_id, str(exc))
             raise
+        except media.CoverError as exc:
+            log.warning(
+                "campaign %s batch %s/%s failed: %s", campaign_id, advisor_userid, batch_no, exc.reason
+            )
+            answer = {"errcode": None, "error": exc.reason[:200], "reason": exc.reason[:200]}
         except WeComError as exc:
             answer = {"errcode": exc.errcode, "error": str(exc)[:200]}
         answer = effects.record(svc.sessions, key, answer, svc.clock.now())
@@ -432,7 +444,7 @@ def _apply(
                 campaign_id, "failed", failed, now, reason="fail_list"
             )
         else:
-            reason = f"errcode {answer.get('errcode')}"
+            reason = answer.get("reason") or f"errcode {answer.get('errcode')}"
             session.execute(
                 update(CampaignRecipient)
                 .where(*in_batch, CampaignRecipient.status == "targeted")
