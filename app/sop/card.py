@@ -26,7 +26,6 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
@@ -220,7 +219,8 @@ class LinkReply(_Model):
 
 
 class MiniProgramReply(_Model):
-    """A mini-program card (小程序). ``picurl`` is its cover (uploaded as media when mass-sent)."""
+    """A mini-program card (小程序). ``picurl`` is its cover: a jpg or png of at most 10 MB
+    (520x416 recommended), uploaded as WeCom media when a send action carries the card."""
 
     type: Literal["miniprogram"]
     title: MiniProgramTitle
@@ -270,22 +270,9 @@ class SendAction(_Model):
 
     type: Literal["send"]
     text: Text
+    # A mini-program's cover goes up as WeCom media when the step runs (app/wecom/media.py);
+    # quick replies keep the address (the sidebar's JS-SDK takes it as imgUrl).
     attachments: Annotated[list[Attachment], Field(max_length=ATTACHMENTS_MAX)] = []
-
-    @field_validator("attachments")
-    @classmethod
-    def _no_miniprogram(cls, attachments: list[Any]) -> list[Any]:
-        # add_msg_template wants a mini-program's cover as an uploaded image (pic_media_id, valid
-        # 3 days); preparing covers is not built yet, and a send that WeCom refuses at step time
-        # is worse than a card refused now. Quick replies may carry mini-programs (the sidebar
-        # sends them with the JS-SDK, which takes the cover's address).
-        for item in attachments:
-            if isinstance(item, MiniProgramReply):
-                raise ValueError(
-                    "a send cannot carry a mini-program yet (WeCom needs its cover uploaded as media);"
-                    " attach a link to the page instead"
-                )
-        return attachments
 
 
 Action = Annotated[TagAction | StageAction | SendAction, Field(discriminator="type")]

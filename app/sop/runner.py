@@ -12,7 +12,10 @@ One step run (``run_step``):
    the reminder card to the advisor (``notify.send_card``: textcard through the bot, with WeCom's
    duplicate check covering a crash between the call and the ledger write), then the step's
    actions — ``tag`` (mark_tag on the follow relation, missing tags created), ``send``
-   (add_msg_template with the advisor as sender; the advisor confirms it in WeCom).
+   (add_msg_template with the advisor as sender; the advisor confirms it in WeCom; a mini-program's
+   cover goes up as WeCom media first, app/wecom/media.py, and a cover that cannot be used makes
+   the send ``failed`` with the reason in ``sop_step_done`` rather than failing the step again and
+   again; a cover host that is down fails the run, which is retried like a busy WeCom).
 3. **The store, in one transaction**: the step run row (``UNIQUE(enrollment_id, step_index)``,
    ``INSERT … ON CONFLICT DO NOTHING``: of two runs only one inserts, the other writes nothing),
    the enrollment advanced (next step and its due time, or ``completed``), the ``stage`` action
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -60,6 +63,7 @@ from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.store.models import CorpTag, Customer, FollowRelation, RelationStatus, SopCardVersion
 from app.store.sop_models import EnrollmentStatus, SopEnrollment, SopStepRun, StepRunStatus
+from app.wecom import media
 from app.wecom.client import contact_client
 from app.wecom.errors import WeComError
 
@@ -421,8 +425,12 @@ def _tag(svc: Services, ctx: _Context, key: str, action: TagAction) -> dict[str,
     return result
 
 
-def attachment_body(item: Any, values: dict[str, str]) -> dict[str, Any]:
-    """A card attachment as add_msg_template takes it (doc 92135)."""
+def attachment_body(
+    item: Any, values: dict[str, str], cover: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """A card attachment as add_msg_template takes it (doc 92135). ``cover`` turns a
+    mini-program's cover address into a media id (WeCom takes no address there); without one a
+    mini-program is a ValueError."""
     if isinstance(item, ImageReply):
         image = {"media_id": item.media_id} if item.media_id else {"pic_url": render(item.url or "", values)}
         return {"msgtype": "image", "image": image}
@@ -434,21 +442,23 @@ def attachment_body(item: Any, values: dict[str, str]) -> dict[str, Any]:
             link["desc"] = render(item.desc, values)
         return {"msgtype": "link", "link": link}
     if isinstance(item, MiniProgramReply):
-        # WeCom wants the cover as pic_media_id (an uploaded image); uploading covers comes with
-        # the mass-send work. Until then the cover's address travels in pic_url.
+        if cover is None:
+            raise ValueError("a mini-program's cover must be uploaded as media: give a cover resolver")
         return {
             "msgtype": "miniprogram",
             "miniprogram": {
                 "title": render(item.title, values),
+                "pic_media_id": cover(render(item.picurl, values)),
                 "appid": item.appid,
                 "page": render(item.page, values),
-                "pic_url": render(item.picurl, values),
             },
         }
     raise ValueError(f"not an attachment: {item!r}")
 
 
-def msg_template_body(action: SendAction, view: CustomerView, advisor_userid: str) -> dict[str, Any]:
+def msg_template_body(
+    action: SendAction, view: CustomerView, advisor_userid: str, cover: Callable[[str], str] | None = None
+) -> dict[str, Any]:
     values = view.values()
     body: dict[str, Any] = {
         "chat_type": "single",
@@ -457,15 +467,20 @@ def msg_template_body(action: SendAction, view: CustomerView, advisor_userid: st
         "text": {"content": render(action.text, values)},
     }
     if action.attachments:
-        body["attachments"] = [attachment_body(item, values) for item in action.attachments]
+        body["attachments"] = [attachment_body(item, values, cover) for item in action.attachments]
     return body
 
 
 def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[str, Any]:
     e = ctx.enrollment
-    body = msg_template_body(action, ctx.view, e.advisor_userid)
 
     def prepare() -> dict[str, Any]:
+        try:  # covers are resolved only when the ledger has no answer yet
+            body = msg_template_body(action, ctx.view, e.advisor_userid, media.covers(svc).media_id)
+        except media.CoverError as exc:
+            # Another run would meet the same cover: the send fails, the step goes on.
+            log.warning("SOP enrollment %s: send not prepared: %s", e.id, exc.reason)
+            return {"type": "send", "status": "failed", "reason": exc.reason}
         try:
             answer = contact_client(svc).post("externalcontact/add_msg_template", data=body)
         except WeComError as exc:
@@ -484,7 +499,6 @@ def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[st
 
 
 # -- the store ------------------------------------------------------------------------------------
-
 
 
 def _exit(svc: Services, ctx: _Context, reason: str, now: datetime) -> Status:

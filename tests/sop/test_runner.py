@@ -5,6 +5,7 @@ sweep that enqueues due steps, `scrm sop run-due`."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import delete, select
 
 from app.intake import tagging
 from app.sandbox import SandboxConfig, SandboxServer, run_sandbox
+from app.sandbox.assets import cover_png
 from app.sandbox.handlers.msg_templates import msg_templates
 from app.sandbox.models import Customer as SandboxCustomer
 from app.sandbox.models import Relation as SandboxRelation
@@ -24,6 +26,7 @@ from app.sop.enrollment import enroll
 from app.store import customers
 from app.store.models import Customer, Effect, FollowRelation, Interaction, RelationStatus
 from app.store.sop_models import SopEnrollment, SopStepRun
+from app.wecom import media
 from tests.sop.test_enrollment import (
     TAGS,
     add_customer,
@@ -315,6 +318,86 @@ def test_actions_tag_stage_and_send(svc, corp) -> None:
     # What the step did triggers other cards through the feed.
     triggers.consume_all(svc)
     assert {e.card_id for e in enrollments(svc)} == {"actions", "on-intent", "on-tag"}
+
+
+# -- mini-program covers ----------------------------------------------------------------------------
+
+
+def _mini_send(picurl: str) -> dict[str, Any]:
+    card = {"type": "miniprogram", "title": "{model} 预约试驾", "appid": "wx3f8a2b6c9d1e4f70"}
+    return {
+        "type": "send",
+        "text": "{customer}您好，点击预约试驾",
+        "attachments": [{**card, "page": "pages/td/index.html?model={model}", "picurl": picurl}],
+    }
+
+
+def test_a_send_with_a_mini_program_uploads_its_cover_once(svc, corp) -> None:
+    send = _mini_send(f"{corp.url}/sandbox/assets/cover.png")
+    load(svc, card_body("mini", steps=[{"at": "day 0", "reminder": "邀约 {customer}", "actions": [send]}]))
+    for ext in ("wm1", "wm2"):
+        customer(svc, corp, ext)
+        enroll(svc, "mini", ext)
+    assert runner.run_due(svc).completed == 2
+
+    [uploaded] = corp.state.media.values()  # two steps, one upload (the cache)
+    assert uploaded.type == "image" and uploaded.sha256 == hashlib.sha256(cover_png()).hexdigest()
+    first, second = msg_templates(corp.state)
+    assert first.external_userids == ["wm1"] and second.external_userids == ["wm2"]
+    assert first.attachments == [
+        {
+            "msgtype": "miniprogram",
+            "miniprogram": {
+                "title": "RAV4 预约试驾",
+                "pic_media_id": uploaded.media_id,
+                "appid": "wx3f8a2b6c9d1e4f70",
+                "page": "pages/td/index.html?model=RAV4",
+            },
+        }
+    ]
+    assert second.attachments == first.attachments
+    with svc.sessions() as session:
+        done = session.scalars(select(Interaction).where(Interaction.kind == "sop_step_done")).all()
+    assert [[a["status"] for a in i.payload["actions"]] for i in done] == [["prepared"], ["prepared"]]
+
+
+def test_a_send_whose_cover_is_missing_fails_with_its_reason_and_the_step_goes_on(svc, corp) -> None:
+    cover = f"{corp.url}/sandbox/assets/missing.png"
+    actions = [{"type": "stage", "to": "intent"}, _mini_send(cover)]
+    load(svc, card_body("mini", steps=[{"at": "day 0", "reminder": "邀约 {customer}", "actions": actions}]))
+    customer(svc, corp, "wm1")
+    enroll(svc, "mini", "wm1")
+    report = runner.run_due(svc)
+    assert (report.completed, report.failed) == (1, 0)
+    assert msg_templates(corp.state) == [] and corp.state.media == {}
+    assert len(cards_to(corp, "sh_a")) == 1  # the reminder went out
+    with svc.sessions() as session:
+        done = session.scalars(select(Interaction).where(Interaction.kind == "sop_step_done")).one()
+        assert session.get(Customer, "wm1").profile["segment"] == "intent"
+    assert done.payload["actions"][1] == {
+        "type": "send",
+        "status": "failed",
+        "reason": f"cover {cover}: HTTP 404",
+    }
+    assert runner.run_due(svc).selected == 0  # not retried
+
+
+def test_a_cover_host_that_is_down_fails_the_run_for_a_retry(svc, corp, monkeypatch) -> None:
+    load(
+        svc,
+        card_body(
+            "mini",
+            steps=[{"at": "day 0", "reminder": "r", "actions": [_mini_send("http://127.0.0.1:9/c.png")]}],
+        ),
+    )
+    monkeypatch.setattr(media, "DOWNLOAD_ATTEMPTS", 1)
+    customer(svc, corp, "wm1")
+    enroll(svc, "mini", "wm1")
+    report = runner.run_due(svc)
+    assert report.failed == 1 and "cover http://127.0.0.1:9/c.png: connection failed" in report.errors[0]
+    [row] = enrollments(svc)
+    assert (row.status, row.next_step, row.lease_until) == ("active", 0, None)  # released: due again
+    assert step_runs(svc) == [] and msg_templates(corp.state) == []
 
 
 # -- when not to run ------------------------------------------------------------------------------

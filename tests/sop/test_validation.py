@@ -98,10 +98,6 @@ BAD = {
         "4: trigger: unknown on 'birthday': use contact_added, tag_added, stage_changed, intent_band, "
         "lead_assigned, no_reply or manual",
     ],
-    "send_miniprogram.yaml": [
-        "11: steps[0].actions[0].attachments: a send cannot carry a mini-program yet (WeCom needs its cover "
-        "uploaded as media); attach a link to the page instead",
-    ],
     "reply_type.yaml": [
         "9: steps[0].quick_replies[0]: unknown type 'video': use text, image, link or miniprogram",
         "11: steps[0].quick_replies[1]: needs `type:` (text, image, link or miniprogram)",
@@ -225,6 +221,31 @@ def test_with_schema_replaces_only_the_block() -> None:
 def _card(**changes) -> Card:
     body = {"id": "x", "title": "t", "trigger": {"on": "manual"}, "steps": [{"at": "day 0", "reminder": "r"}]}
     return Card.model_validate({**body, **changes})
+
+
+def test_a_send_may_carry_a_mini_program() -> None:
+    mini = {
+        "type": "miniprogram",
+        "title": "预约到店",
+        "appid": "wx3f8a2b6c9d1e4f70",
+        "page": "pages/booking/index.html?model={model}",
+        "picurl": "https://brand.example.com/static/mp/booking-cover.jpg",
+    }
+    send = {"type": "send", "text": "{customer}您好，点击预约到店。", "attachments": [mini]}
+    card = _card(steps=[{"at": "day 0", "reminder": "r", "actions": [send]}])
+    [attachment] = card.steps[0].actions[0].attachments
+    assert isinstance(attachment, card_module.MiniProgramReply)
+    assert attachment.picurl == "https://brand.example.com/static/mp/booking-cover.jpg"
+    with pytest.raises(ValueError, match="picurl"):  # the cover is still required
+        _card(
+            steps=[
+                {
+                    "at": "day 0",
+                    "reminder": "r",
+                    "actions": [{**send, "attachments": [{**mini, "picurl": None}]}],
+                }
+            ]
+        )
 
 
 def test_audience_matches_every_given_part() -> None:
