@@ -209,12 +209,15 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         == (outcomes["submitted"])
     )
     assert 1 <= outcomes["advisors reminded"] <= 3 * 2  # one decliner, at most 3 per task
+    covers = re.search(r"^\s+covers uploaded\s+(\d+)", out[campaigns.start() :], re.MULTILINE)
+    assert covers and int(covers.group(1)) == 1, out  # HQ's mini-program: one upload for all batches
     assert "dry run by SH01's manager (dealer token)" in out
     for check in (
         "every targeted customer handed to WeCom exactly once",
         "results recorded for every submitted customer once the tasks settled",
         "only the advisor who did not confirm was reminded, at most 3 times per task",
         "the campaign_* interactions match the recipient rows",
+        "HQ's mini-program cover uploaded as WeCom media once and named by each of its",
         "the HQ feed pages through each of them once",
         "every starter SOP card loaded",
         "every enrollment's due steps ran exactly once",

@@ -45,6 +45,24 @@ class CampaignsSeen:
     logged_twice: int = 0  # (campaign, customer, kind) written more than once
     # the sandbox: msgid → (sender, customers given, fail_list, {ext: result}, reminders)
     sends: dict[str, tuple[str, list[str], list[str], dict[str, int], int]] = field(default_factory=dict)
+    covers: dict[str, list[str]] = field(default_factory=dict)  # msgid → its mini-programs' pic_media_id
+    media: dict[str, str] = field(default_factory=dict)  # the sandbox's uploaded media: id → type
+
+    def cover_check(self) -> tuple[bool, str]:
+        """HQ's campaign carries one mini-program: its cover went up once (the sandbox holds one
+        image) and every one of the campaign's add_msg_template calls names that media id."""
+        hq = self.run.ids.get("hq")
+        owner = self.campaign_of()
+        calls = [msgid for msgid in self.sends if owner.get(msgid) == hq]
+        named = [self.covers.get(msgid, []) for msgid in calls]
+        ids = {media_id for names in named for media_id in names}
+        images = [media_id for media_id, kind in self.media.items() if kind == "image"]
+        ok = bool(calls) and all(len(names) == 1 for names in named) and ids == set(images) and len(ids) == 1
+        return ok, (
+            f"HQ's mini-program cover uploaded as WeCom media once and named by each of its "
+            f"{len(calls)} add_msg_template calls ({len(images)} image(s) uploaded, "
+            f"{len(ids)} media id(s) named)"
+        )
 
     def campaign_of(self) -> dict[str, int]:
         return {msgid: key[0] for key, (msgid, _, _) in self.batches.items() if msgid}
@@ -126,6 +144,12 @@ def collect_campaigns(svc: Services, sandbox: SandboxServer, run: CampaignsRun) 
             results = {r.external_userid: r.status for task in send.tasks.values() for r in task.results}
             seen.sends[msgid] = (send.sender, list(send.external_userids), list(send.fail_list), results,
                                  len(send.reminders))  # fmt: skip
+            seen.covers[msgid] = [
+                item["miniprogram"].get("pic_media_id", "")
+                for item in send.attachments
+                if item.get("msgtype") == "miniprogram"
+            ]
+        seen.media = {media_id: item.type for media_id, item in sandbox.state.media.items()}
     return seen
 
 
@@ -155,6 +179,9 @@ def campaign_lines(seen: CampaignsSeen) -> list[str]:
         ("not sent", status["not_sent"], ""),
         ("not a friend", status["not_friend"], "the relation was gone when the advisor confirmed"),
         ("over limit", status["over_limit"], "WeCom's per-customer receiving limit"),
+        ("covers uploaded", len(seen.media),
+         f"the mini-program's cover as WeCom media (media/upload), named in "
+         f"{sum(1 for names in seen.covers.values() if names)} add_msg_template call(s)"),
         ("advisors reminded", sum(reminded.values()),
          ", ".join(f"{who} {'+'.join(map(str, n))} ({len(n)} tasks)" for who, n in sorted(per_task.items()))
          + "; remind_groupmsg_send, at most 3 per task"),
@@ -250,4 +277,5 @@ def campaign_checks(seen: CampaignsSeen) -> list[tuple[bool, str]]:
             + (f"; {seen.logged_twice} written twice" if seen.logged_twice else "")
             + ")",
         ),
+        seen.cover_check(),
     ]

@@ -2,6 +2,10 @@
 have not signed up for the test-drive event a mass message, and SH01's manager sends one to the
 dealer's other prospects, both through POST /api/campaigns (a dry run first, then for real).
 
+HQ's message carries a mini-program card whose cover is the sandbox's sample image
+(``/sandbox/assets/cover.png``): the worker downloads it and uploads it as WeCom media once, and
+every advisor's task gets its media id (app/wecom/media.py).
+
 The demo process sweeps as the worker's maintenance does (``workers.campaign_jobs.sweep``: submit
 the due campaigns, their batches, poll results); the worker runs the jobs. Advisors confirm their
 tasks in the sandbox after its confirm delay, except one decliner (``mass_send_decline_userids``):
@@ -32,26 +36,41 @@ Echo = Callable[[str], None]
 POLL_SECONDS = 0.2
 DEALER = "SH01"
 REMINDER_ROUNDS = 3  # hours the clock moves while the decliner does not confirm (one reminder each)
-HQ_CAMPAIGN = {
-    "name": "RAV4 试驾专场 · 华东",
-    "content": {
-        "text": "您好！RAV4 荣放试驾专场本周末开放预约，到店试驾即送精美礼品一份。",
-        "attachments": [
-            {
-                "link": {
-                    "title": "RAV4 荣放试驾专场预约",
-                    "url": "https://example.com/rav4/test-drive",
-                    "desc": "本周末 · 华东各店 · 到店有礼",
-                }
-            }
-        ],
-    },
-    # RAV4 prospects in East China who have not signed up for the test drive (test-drive-invite
-    # tags the customers it reached; high intent moved a few to the intent stage)
-    "audience": "tag(意向车型:RAV4) and stage(prospect) and not tag(活动:试驾专场) and region(east)",
-    "scope": {"dealer": None},
-    "schedule": {"send_at": None},
-}
+COVER_PATH = "/sandbox/assets/cover.png"  # the sandbox's sample mini-program cover (520x416 PNG)
+
+
+def hq_campaign(sandbox_url: str) -> dict[str, Any]:
+    """HQ's campaign: a text, a link and a mini-program whose cover is an address on the sandbox."""
+    return {
+        "name": "RAV4 试驾专场 · 华东",
+        "content": {
+            "text": "您好！RAV4 荣放试驾专场本周末开放预约，到店试驾即送精美礼品一份。",
+            "attachments": [
+                {
+                    "link": {
+                        "title": "RAV4 荣放试驾专场预约",
+                        "url": "https://example.com/rav4/test-drive",
+                        "desc": "本周末 · 华东各店 · 到店有礼",
+                    }
+                },
+                {
+                    "miniprogram": {
+                        "title": "RAV4 荣放 · 预约试驾",
+                        "appid": "wx3f8a2b6c9d1e4f70",
+                        "page": "pages/testdrive/index.html?model=RAV4",
+                        "picurl": sandbox_url + COVER_PATH,
+                    }
+                },
+            ],
+        },
+        # RAV4 prospects in East China who have not signed up for the test drive
+        # (test-drive-invite tags the customers it reached; high intent moved a few to intent)
+        "audience": "tag(意向车型:RAV4) and stage(prospect) and not tag(活动:试驾专场) and region(east)",
+        "scope": {"dealer": None},
+        "schedule": {"send_at": None},
+    }
+
+
 DEALER_CAMPAIGN = {
     "name": "浦东店 · 周末到店礼",
     "content": {"text": "您好，浦东店本周末到店看车即送保养券一张，欢迎预约。"},
@@ -91,7 +110,8 @@ class Campaigns:
         hq = {"Authorization": f"Bearer {SANDBOX_CREDENTIALS['HQ_API_TOKEN']}"}
         dealer = {"Authorization": f"Bearer {DEALER_TOKEN}"}
         self.echo("campaigns: POST /api/campaigns (群发), a dry run first, then for real")
-        for who, body, headers in (("hq", HQ_CAMPAIGN, hq), (DEALER, DEALER_CAMPAIGN, dealer)):
+        bodies = (("hq", hq_campaign(self.sandbox.url), hq), (DEALER, DEALER_CAMPAIGN, dealer))
+        for who, body, headers in bodies:
             dry = self._post(body, headers, dry_run=True)["audience"]
             result.dry_runs[who] = dry
             self._show_dry_run(who, body, dry)
@@ -101,7 +121,11 @@ class Campaigns:
             result.decliner = min(by_advisor, key=lambda userid: (-by_advisor[userid], userid))
             self.sandbox.state.configure(mass_send_decline_userids=[result.decliner])
             self.echo(f"  {result.decliner} will not confirm the task until reminded {REMINDER_ROUNDS} times")
-        for who, body, headers in (("hq", HQ_CAMPAIGN, hq), (DEALER, DEALER_CAMPAIGN, dealer)):
+        self.echo(
+            f"  HQ's message carries a mini-program; its cover {COVER_PATH} goes up as WeCom media "
+            "when the batches are submitted"
+        )
+        for who, body, headers in bodies:
             made = self._post(body, headers)
             result.ids[who] = made["id"]
             self.echo(f"  campaign {made['id']} {made['name']!r}: {made['state']} (by {made['created_by']})")
