@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rq import Worker
 from sqlalchemy import func, select
 
 from app.campaigns import states
@@ -37,7 +38,7 @@ from tests.campaigns.live import corp, create, customers, live_config, wecom
 from tests.support.processes import WorkerProcesses, wait_for
 from tests.support.subprocess_env import scrm_env
 from workers import campaign_jobs
-from workers.queues import DEFAULT, queue
+from workers.queues import BULK, DEFAULT, queue
 
 __all__ = ["corp", "wecom"]  # fixtures
 
@@ -255,3 +256,72 @@ def test_a_worker_killed_mid_campaign_resumes_and_submits_each_customer_once(
     if orphan is not None:  # adopted (get_groupmsg_list_v2), not submitted again
         [adopted] = [b for b in batches(svc, campaign_id) if b.msgid == orphan]
         assert adopted.attempts == 2
+
+
+# -- two workers on one campaign, one killed ----------------------------------------------------------------
+
+
+def busy_batch_jobs(svc, pids: set[int]) -> dict[int, str]:
+    """{worker pid: id of the batch job it runs} for the live workers among ``pids``."""
+    found = {}
+    for w in Worker.all(connection=svc.redis):
+        job_id = w.get_current_job_id() if w.pid in pids else None
+        if job_id and "-batch-" in job_id:
+            found[w.pid] = job_id
+    return found
+
+
+def test_two_workers_on_one_campaign_one_killed_inside_a_call(
+    svc, corp: SandboxServer, audience, workers: WorkerProcesses, clock
+) -> None:
+    faults = corp.state.faults
+    pace = {"path": ADD, "latency_ms": 300}
+    faults.add(pace)
+    campaign_id = create(svc)
+
+    first = workers.start()
+    workers.wait_for(first, "the first batch call", lambda: calls(corp, ADD) >= 1)
+    second = workers.start("--burst")  # joins while the batches are queued; leaves when they are done
+    pids = {first.pid, second.pid}
+    workers.wait_for(second, "both workers on batches", lambda: len(busy_batch_jobs(svc, pids)) == 2)
+
+    # Hold the next call; whichever worker makes it is killed inside it.
+    faults.clear()
+    faults.add({"path": ADD, "latency_ms": 2 * HOLD_MS, "times": 1})
+    faults.add(pace)
+    wait_for("the held call", lambda: faults.rules()[0].hits)
+    lease = timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
+
+    def held_batch() -> CampaignBatch | None:
+        # Claimed over a second ago: no call but the held one takes that long.
+        claimed = [
+            b for b in batches(svc, campaign_id)
+            if b.status == "submitting" and b.lease_until - lease < clock.now() - timedelta(seconds=1)
+        ]  # fmt: skip
+        return claimed[0] if len(claimed) == 1 else None
+
+    held = wait_for("the held batch", held_batch)
+    running = busy_batch_jobs(svc, pids)
+    [victim_pid] = [pid for pid, job_id in running.items() if f"-batch-{held.id}-" in job_id]
+    victim = first if victim_pid == first.pid else second
+    survivor = second if victim is first else first
+    assert workers.kill(victim), "no work horse was running"
+    at_kill = batch_states(svc, campaign_id)
+    assert 0 < at_kill["submitted"] < BATCHES and at_kill["pending"] > 0
+
+    # The survivor submits every other batch; the victim's stays claimed under its lease.
+    workers.wait_for(
+        survivor, "the survivor to submit the rest",
+        lambda: batch_states(svc, campaign_id) == Counter(submitted=BATCHES - 1, submitting=1)
+        and queue(BULK, svc.redis).count == 0 and not busy_batch_jobs(svc, {survivor.pid}),
+    )  # fmt: skip
+    workers.kill(survivor)
+    assert [b.id for b in batches(svc, campaign_id) if b.status == "submitting"] == [held.id]
+    assert calls(corp, ADD) == BATCHES
+    wait_for("the held call to make its mass send", lambda: landed(corp), timeout=30)
+    orphan = set(sends(corp)) - {b.msgid for b in batches(svc, campaign_id)}
+    assert len(orphan) == 1
+
+    resume(svc, clock, workers, campaign_id)
+    assert_exactly_once(svc, corp, campaign_id, audience)
+    assert {b.msgid for b in batches(svc, campaign_id) if b.id == held.id} == orphan  # adopted
