@@ -25,10 +25,8 @@ the others' customers become ``cancelled``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -37,7 +35,7 @@ from app.campaigns import states
 from app.campaigns.submit import ACTOR, OPEN_BATCH, append_events, chunks, events
 from app.services import Services
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient, CampaignTransition
-from app.wecom.client import WeComClient, contact_client
+from app.wecom.client import WeComClient, contact_client, cursor_pages
 from app.wecom.errors import WeComApiFailure
 
 log = logging.getLogger(__name__)
@@ -65,18 +63,8 @@ class PollReport:
         )
 
 
-def _pages(fetch, key: str) -> Iterator[dict[str, Any]]:
-    cursor = None
-    while True:
-        answer = fetch(cursor)
-        yield from answer.get(key) or []
-        cursor = answer.get("next_cursor")
-        if not cursor:
-            return
-
-
 def task_sent(client: WeComClient, msgid: str, advisor_userid: str) -> bool:
-    tasks = _pages(lambda cursor: client.get_groupmsg_task(msgid, cursor=cursor), "task_list")
+    tasks = cursor_pages(lambda cursor: client.get_groupmsg_task(msgid, cursor=cursor), "task_list")
     return any(t.get("userid") == advisor_userid and t.get("status") == TASK_SENT for t in tasks)
 
 
@@ -85,7 +73,7 @@ def send_results(client: WeComClient, msgid: str, advisor_userid: str) -> dict[s
     fetch = lambda cursor: client.get_groupmsg_send_result(msgid, advisor_userid, cursor=cursor)  # noqa: E731
     return {
         r["external_userid"]: RESULT_STATUS.get(int(r.get("status", 0)), "not_sent")
-        for r in _pages(fetch, "send_list")
+        for r in cursor_pages(fetch, "send_list")
     }
 
 

@@ -59,7 +59,7 @@ from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.wecom import media
-from app.wecom.client import contact_client
+from app.wecom.client import contact_client, cursor_pages
 from app.wecom.errors import WeComError, WeComUnavailable
 
 log = logging.getLogger(__name__)
@@ -332,29 +332,34 @@ def _reconcile(
     """The task an earlier attempt made for this batch, if WeCom has one: that attempt held the
     claim from ``since`` and died without writing WeCom's answer to the ledger. WeCom lists the
     corp's sends by creator and time (get_groupmsg_list_v2); the batch's is the one with our text
-    whose task holds our customers (an advisor's batches share the text, never a customer)."""
+    whose task holds only customers of this batch, and some (an advisor's batches share the
+    text, never a customer). Its customer list is read to the last page: a batch holds up to
+    10,000 customers, a page 1000."""
     client = contact_client(svc)
     text = (data.get("text") or {}).get("content", "")
     wanted = set(customers)
     until = int(svc.clock.time()) + 60
-    cursor = None
-    while True:
-        page = client.get_groupmsg_list_v2(since, until, creator=advisor_userid, cursor=cursor)
-        for item in page.get("group_msg_list") or []:
-            if (item.get("text") or {}).get("content", "") != text:
-                continue
-            listed = client.get_groupmsg_send_result(str(item["msgid"]), advisor_userid)
-            got = {entry["external_userid"] for entry in listed.get("send_list") or []}
-            if got & wanted:
-                log.warning(
-                    "batch of %s: an earlier attempt's task %s found in WeCom; not submitting again",
-                    advisor_userid,
-                    item["msgid"],
-                )
-                return {"msgid": str(item["msgid"]), "fail_list": sorted(wanted - got), "reconciled": True}
-        cursor = page.get("next_cursor") or None
-        if not cursor:
-            return None
+    sends = cursor_pages(
+        lambda cursor: client.get_groupmsg_list_v2(since, until, creator=advisor_userid, cursor=cursor),
+        "group_msg_list",
+    )
+    for item in sends:
+        if (item.get("text") or {}).get("content", "") != text:
+            continue
+        msgid = str(item["msgid"])
+        listed = cursor_pages(
+            lambda cursor, msgid=msgid: client.get_groupmsg_send_result(msgid, advisor_userid, cursor=cursor),
+            "send_list",
+        )
+        got = {entry["external_userid"] for entry in listed}
+        if got and got <= wanted:
+            log.warning(
+                "batch of %s: an earlier attempt's task %s found in WeCom; not submitting again",
+                advisor_userid,
+                msgid,
+            )
+            return {"msgid": msgid, "fail_list": sorted(wanted - got), "reconciled": True}
+    return None
 
 
 def _release(svc: Services, batch_id: int, error: str) -> None:

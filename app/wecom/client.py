@@ -15,7 +15,7 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -300,6 +300,18 @@ class WeComClient(WeChatClient):
 
         Members come back with ``userid``; non-members with ``openid``/``external_userid``."""
         return self.get("auth/getuserinfo", params={"code": code})
+
+
+def cursor_pages(fetch: Callable[[str | None], dict[str, Any]], key: str) -> Iterator[dict[str, Any]]:
+    """Every item under ``key`` of a cursor-paged WeCom list: ``fetch(cursor)`` gets one page
+    (None for the first), ``next_cursor`` leads to the next until it is empty."""
+    cursor = None
+    while True:
+        answer = fetch(cursor)
+        yield from answer.get(key) or []
+        cursor = answer.get("next_cursor") or None
+        if not cursor:
+            return
 
 
 def _paged(data: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
