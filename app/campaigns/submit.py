@@ -243,8 +243,11 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
             if found is not None:
                 answer = found
             else:
-                data.update(message(spec, cover=media.covers(svc).media_id))
-                result = contact_client(svc).post("externalcontact/add_msg_template", data=data)
+                result = media.send_with_covers(
+                    media.covers(svc),
+                    lambda cover: {**data, **message(spec, cover=cover)},
+                    lambda body: contact_client(svc).post("externalcontact/add_msg_template", data=body),
+                )
                 answer = {"msgid": str(result["msgid"]), "fail_list": list(result.get("fail_list") or [])}
         except WeComUnavailable as exc:  # a cover's host down or slow too (media.CoverUnavailable)
             _release(svc, batch_id, str(exc))

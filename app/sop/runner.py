@@ -476,13 +476,15 @@ def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[st
 
     def prepare() -> dict[str, Any]:
         try:  # covers are resolved only when the ledger has no answer yet
-            body = msg_template_body(action, ctx.view, e.advisor_userid, media.covers(svc).media_id)
+            answer = media.send_with_covers(
+                media.covers(svc),
+                lambda cover: msg_template_body(action, ctx.view, e.advisor_userid, cover),
+                lambda body: contact_client(svc).post("externalcontact/add_msg_template", data=body),
+            )
         except media.CoverError as exc:
             # Another run would meet the same cover: the send fails, the step goes on.
             log.warning("SOP enrollment %s: send not prepared: %s", e.id, exc.reason)
             return {"type": "send", "status": "failed", "reason": exc.reason}
-        try:
-            answer = contact_client(svc).post("externalcontact/add_msg_template", data=body)
         except WeComError as exc:
             if exc.errcode in GONE:
                 return {"type": "send", "status": "gone", "errcode": exc.errcode}

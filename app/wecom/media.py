@@ -17,7 +17,10 @@ its address (``picurl``), so before a send:
 Two workers missing the cache at once both upload: WeCom hands out two media ids for the same
 image, both valid for 3 days, and the later cache write wins. That is harmless, so there is no
 lock. The cache is keyed by the address, not the content: a cover replaced at the same address is
-picked up when the entry ages out (at most 2.5 days later).
+picked up when the entry ages out (at most 2.5 days later). Should WeCom refuse a cached id
+anyway (40007, invalid media_id: its clock or retention differs from ours), ``send_with_covers``
+drops the entries the message used, uploads again and sends once more; a refused call created
+nothing, so the second call cannot double a send.
 
 Errors: ``CoverError`` is a problem with the cover that another try would only repeat (HTTP 4xx,
 not a jpg/png, too big, WeCom refusing the upload): callers fail the send with its ``reason``
@@ -38,7 +41,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import redis
@@ -52,6 +55,9 @@ if TYPE_CHECKING:
     from app.wecom.client import WeComClient
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+INVALID_MEDIA_ID = 40007
 
 MAX_BYTES = 10 * 1024 * 1024  # WeCom's limit for an image
 MIN_BYTES = 6  # WeCom: every file must be larger than 5 bytes
@@ -144,6 +150,10 @@ class Covers:
         self.redis.set(key, record, ex=CACHE_TTL)
         log.info("cover %s uploaded as WeCom media (%s, %d bytes)", shown(url), extension, len(data))
         return media_id
+
+    def forget(self, url: str) -> None:
+        """Drop the cached media id of ``url``: the next ``media_id`` uploads the cover again."""
+        self.redis.delete(cache_key(self.scope, url))
 
     def _cached(self, key: str, now: float) -> str | None:
         raw = self.redis.get(key)
@@ -277,3 +287,27 @@ def covers(svc: Services) -> Covers:
         timeout=s.COVER_DOWNLOAD_TIMEOUT,
         public_only=s.is_production,
     )
+
+
+def send_with_covers(
+    resolver: Covers, build: Callable[[Callable[[str], str]], dict], send: Callable[[dict], T]
+) -> T:
+    """``send(build(cover))`` where ``cover`` turns a cover address into a media id; when WeCom
+    answers 40007 for a message that used cached covers, forget them, upload again and send
+    once more (40007 means the call was refused: nothing was created)."""
+    used: list[str] = []
+
+    def cover(url: str) -> str:
+        used.append(url)
+        return resolver.media_id(url)
+
+    body = build(cover)
+    try:
+        return send(body)
+    except WeComError as exc:
+        if exc.errcode != INVALID_MEDIA_ID or not used:
+            raise
+        log.warning("WeCom refused a cached cover media id (40007); uploading %d cover(s) again", len(used))
+        for url in used:
+            resolver.forget(url)
+        return send(build(resolver.media_id))

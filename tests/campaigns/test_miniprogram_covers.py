@@ -137,6 +137,26 @@ def test_the_cached_cover_serves_later_campaigns_until_it_ages_out(svc, corp, au
     assert uploads(corp) == 2 and {c["pic_media_id"] for c in covers_sent(corp)[-3:]} == fresh
 
 
+def test_a_cached_cover_wecom_no_longer_knows_is_uploaded_again_and_sent(svc, corp, audience) -> None:
+    """WeCom drops a media id before our cache does (40007 on add_msg_template): the batch
+    forgets the cached id, uploads the cover again and is submitted; nobody is lost or doubled."""
+    cover = f"{corp.url}/sandbox/assets/cover.png"
+    first = create(svc, {"picurl": cover})
+    submit.run(svc, first)
+    [old] = {c["pic_media_id"] for c in covers_sent(corp)}
+    with corp.state.lock:
+        del corp.state.media[old]  # WeCom's side only: our cache still holds it
+
+    second = create(svc, {"picurl": cover}, name="第二轮")
+    assert submit.run(svc, second) == {"submitted": 3}
+    assert uploads(corp) == 1  # the one upload the sandbox still has: the new one
+    [new] = corp.state.media
+    assert new != old
+    assert {c["pic_media_id"] for c in covers_sent(corp)[-3:]} == {new}
+    assert statuses(svc, second) == {"submitted": 7}
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 3 + 1 + 3  # one refused
+
+
 def test_a_missing_cover_fails_the_batches_with_its_reason(svc, corp, audience, work) -> None:
     cover = f"{corp.url}/sandbox/assets/missing.png"
     campaign_id = create(svc, {"picurl": cover})
