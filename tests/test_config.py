@@ -78,3 +78,17 @@ def test_the_cli_prints_the_missing_variable_and_exits_1(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "WECOM_CORP_ID is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_setting_has_a_row_in_the_readme_configuration_table() -> None:
+    """Operators configure from the README's table: a key added to Settings without a row there
+    (or a row left behind for a key that is gone) fails here."""
+    import re
+
+    from app.config import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ((?:`[A-Z][A-Z0-9_]*`(?:, )?)+) \|", readme, re.MULTILINE)
+    documented = {key for row in rows for key in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+    assert sorted(set(Settings.model_fields) - documented) == []
+    assert sorted(documented - set(Settings.model_fields)) == []
