@@ -24,11 +24,12 @@ nothing, so the second call cannot double a send.
 
 Errors: ``CoverError`` is a problem with the cover that another try would only repeat (HTTP 4xx,
 not a jpg/png, too big, WeCom refusing the upload): callers fail the send with its ``reason``
-(``cover https://cdn.example.com/c.png: HTTP 404``). ``CoverUnavailable`` (a ``WeComUnavailable``)
-is one a later try may fix (timeout, connection error, HTTP 5xx/429): callers treat it as a busy
-WeCom, and RQ retries the job. A busy WeCom during the upload raises the client's own
-WeComUnavailable. Reasons and logs show the address without its query string (signed CDN links
-carry secrets there) and never a token.
+(``cover https://cdn.example.com/c.png: HTTP 404``). Such a refusal is remembered for
+``REFUSED_TTL`` (10 min), so a campaign's other batches fail at once without downloading the
+cover again. ``CoverUnavailable`` (a ``WeComUnavailable``) is one a later try may fix (timeout,
+connection error, HTTP 5xx/429): callers treat it as a busy WeCom, and RQ retries the job. A busy
+WeCom during the upload raises the client's own WeComUnavailable. Reasons and logs show the
+address without its query string (signed CDN links carry secrets there) and never a token.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ MAX_BYTES = 10 * 1024 * 1024  # WeCom's limit for an image
 MIN_BYTES = 6  # WeCom: every file must be larger than 5 bytes
 CACHE_TTL = int(2.5 * 24 * 3600)  # media ids live 3 days; re-upload half a day before that
 KEY_PREFIX = "scrm:media:cover:"
+# A cover found unusable (404, not an image …) is remembered this long, so the other batches of
+# a campaign fail at once with the same reason instead of each downloading it again; a cover
+# fixed at its address is used after at most this long.
+REFUSED_TTL = 600
+REFUSED_PREFIX = "scrm:media:cover-refused:"
 MAX_REDIRECTS = 3
 DOWNLOAD_ATTEMPTS = 3  # tries of one download before CoverUnavailable (the job is retried later)
 BACKOFF = 0.5  # seconds before the second try, doubled after each failed one
@@ -137,6 +143,23 @@ class Covers:
         cached = self._cached(key, now)
         if cached is not None:
             return cached
+        refused_key = REFUSED_PREFIX + key[len(KEY_PREFIX) :]
+        refused = self.redis.get(refused_key)
+        if refused is not None:
+            raise CoverError(url, refused.decode() if isinstance(refused, bytes) else str(refused))
+        try:
+            media_id, extension, size = self._upload(url)
+        except CoverError as exc:
+            self.redis.set(refused_key, exc.problem, ex=REFUSED_TTL)
+            raise
+        # ``now`` was read before the download: the entry ages from no later than WeCom's own clock.
+        record = json.dumps({"media_id": media_id, "uploaded_at": now})
+        self.redis.set(key, record, ex=CACHE_TTL)
+        log.info("cover %s uploaded as WeCom media (%s, %d bytes)", shown(url), extension, size)
+        return media_id
+
+    def _upload(self, url: str) -> tuple[str, str, int]:
+        """Download the cover and upload it: (media id, extension, bytes)."""
         data, (extension, content_type) = self._download(url)
         try:
             answer = self.client().media.upload("image", (f"cover.{extension}", data, content_type))
@@ -145,11 +168,7 @@ class Covers:
         media_id = str(answer.get("media_id") or "") if isinstance(answer, dict) else ""
         if not media_id:
             raise CoverError(url, "WeCom answered the upload without a media_id")
-        # ``now`` was read before the download: the entry ages from no later than WeCom's own clock.
-        record = json.dumps({"media_id": media_id, "uploaded_at": now})
-        self.redis.set(key, record, ex=CACHE_TTL)
-        log.info("cover %s uploaded as WeCom media (%s, %d bytes)", shown(url), extension, len(data))
-        return media_id
+        return media_id, extension, len(data)
 
     def forget(self, url: str) -> None:
         """Drop the cached media id of ``url``: the next ``media_id`` uploads the cover again."""

@@ -147,6 +147,25 @@ def test_a_bad_cover_fails_at_once_with_its_reason(http, uploads, covers, answer
     assert downloads(http) == 1 and uploads.bodies == []
 
 
+def test_a_refused_cover_is_remembered_for_a_while_then_tried_again(http, uploads, covers, rconn) -> None:
+    """A campaign's other batches fail at once with the same reason, without downloading the
+    bad cover again; once the memory lapses (the cover may have been fixed) it is tried again."""
+    http.get(COVER, status=404)
+    resolver = covers()
+    for _ in range(3):
+        with pytest.raises(media.CoverError) as info:
+            resolver.media_id(COVER)
+        assert info.value.reason == f"cover {COVER}: HTTP 404"
+    assert downloads(http) == 1
+    [key] = rconn.keys(media.REFUSED_PREFIX + "*")
+    assert 0 < rconn.ttl(key) <= media.REFUSED_TTL
+
+    rconn.delete(key)  # the memory lapsed; the cover is there now
+    http.replace(responses.GET, COVER, body=cover_png(), content_type="image/png")
+    assert resolver.media_id(COVER) == "MEDIA-1" and len(uploads.bodies) == 1
+    assert downloads(http) == 2
+
+
 def test_wecom_refusing_the_image_is_a_bad_cover(http, token_server, covers, rconn) -> None:
     refusing = Uploads(http, errcode=40005)
     http.get(COVER, body=PNG, content_type="image/png")
