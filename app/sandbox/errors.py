@@ -24,6 +24,8 @@ ERRMSG: dict[int, str] = {
     41001: "access_token missing",
     41002: "corpid missing",
     41004: "corpsecret missing",
+    41043: "missing contact way config_id",
+    41044: "invalid contact way config_id",
     41050: "invalid welcome_code",
     41051: "customer and user has been chatting",
     42001: "access_token expired",

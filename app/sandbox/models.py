@@ -75,6 +75,7 @@ class ContactWay:
     qr_code: str = ""
     created_at: int = 0
     adds: int = 0
+    style: int = 0  # the mini-program button's style (scene 1)
 
 
 @dataclass

@@ -188,6 +188,7 @@ class SandboxState:
                 remark=remark,
                 skip_verify=bool(spec.get("skip_verify", True)),
                 created_at=self.now(),
+                style=int(spec.get("style") or 0),
             )
             if scene == 2:
                 way.qr_code = f"https://wework.qpic.cn/wwpic/sandbox/{way.config_id}/0"

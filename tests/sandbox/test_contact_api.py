@@ -131,3 +131,128 @@ def test_no_welcome_code_when_an_admin_welcome_exists(sandbox: Sandbox, corp: di
     emission = sandbox.platform.customer_adds(config_id=corp["config_id"], welcome_code=False)
     assert "WelcomeCode" not in emission.plaintext
     assert "<State><![CDATA[dealer_a]]></State>" in emission.plaintext
+
+
+def _way(wecom_api: WeComApi, state: str, user: str = "zhangsan", **extra: Any) -> str:
+    body = {"type": 1, "scene": 2, "state": state, "user": [user], **extra}
+    answer = wecom_api.post("externalcontact/add_contact_way", body)
+    assert answer["errcode"] == 0, answer
+    return answer["config_id"]
+
+
+def test_get_contact_way_answers_what_add_contact_way_made(wecom_api: WeComApi, corp: dict[str, Any]) -> None:
+    config_id = _way(wecom_api, "lp.SH01.RAV4", remark="dealer-scrm", skip_verify=False)
+    answer = wecom_api.post("externalcontact/get_contact_way", {"config_id": config_id})
+    assert (answer["errcode"], answer["errmsg"]) == (0, "ok")
+    way = answer["contact_way"]
+    assert way == {
+        "config_id": config_id,
+        "type": 1,
+        "scene": 2,
+        "style": 0,
+        "remark": "dealer-scrm",
+        "skip_verify": False,
+        "state": "lp.SH01.RAV4",
+        "user": ["zhangsan"],
+        "party": [],
+        "is_temp": False,
+        "expires_in": 0,
+        "chat_expires_in": 0,
+        "unionid": "",
+        "conclusions": {},
+        "qr_code": f"https://wework.qpic.cn/wwpic/sandbox/{config_id}/0",
+    }
+    mini = wecom_api.post(
+        "externalcontact/add_contact_way", {"type": 1, "scene": 1, "style": 2, "user": ["lisi"]}
+    )
+    got = wecom_api.post("externalcontact/get_contact_way", {"config_id": mini["config_id"]})["contact_way"]
+    assert (got["scene"], got["style"], got["state"], "qr_code" in got) == (1, 2, "", False)
+
+
+def test_get_contact_way_errors(wecom_api: WeComApi, corp: dict[str, Any]) -> None:
+    def code(body: dict[str, Any]) -> int:
+        return wecom_api.post("externalcontact/get_contact_way", body)["errcode"]
+
+    assert code({}) == 41043  # missing config_id
+    assert code({"config_id": ""}) == 41043
+    assert code({"config_id": "0" * 32}) == 41044  # invalid config_id
+    assert code({"config_id": 42}) == 40058
+    answer = wecom_api.post("externalcontact/get_contact_way", {"config_id": "nope"})
+    assert answer["errmsg"].startswith("invalid contact way config_id")
+    assert wecom_api.get("externalcontact/get_contact_way", config_id=corp["config_id"])["errcode"] == 43002
+
+
+def test_list_contact_way_pages_the_ways_created_in_the_range(
+    wecom_api: WeComApi, corp: dict[str, Any], clock: FrozenClock
+) -> None:
+    t0 = int(clock.time())  # the seeded way (corp["config_id"]) was made now
+    made = []
+    for i in range(5):
+        clock.advance(60)
+        made.append(_way(wecom_api, f"s{i}"))
+
+    def listing(**body: Any) -> list[str]:
+        ids, cursor, pages = [], "", 0
+        while True:
+            answer = wecom_api.post("externalcontact/list_contact_way", {**body, "cursor": cursor})
+            assert answer["errcode"] == 0, answer
+            assert set(answer) == {"errcode", "errmsg", "contact_way", "next_cursor"}
+            assert all(set(item) == {"config_id"} for item in answer["contact_way"])
+            ids += [item["config_id"] for item in answer["contact_way"]]
+            pages += 1
+            cursor = answer["next_cursor"]
+            if not cursor:
+                return [*ids, f"pages={pages}"]
+
+    # No range: the last 90 days up to now, oldest first, 100 a page.
+    assert listing() == [corp["config_id"], *made, "pages=1"]
+    assert listing(limit=2) == [corp["config_id"], *made, "pages=3"]
+    assert listing(start_time=t0 + 60, end_time=t0 + 180, limit=1) == [*made[:3], "pages=3"]
+    assert listing(start_time=t0 + 61, limit=1000) == [*made[1:], "pages=1"]
+    assert listing(start_time=t0 + 1, end_time=t0 + 59) == ["pages=1"]  # none in the range: one empty page
+    first = wecom_api.post("externalcontact/list_contact_way", {"limit": 2})
+    assert len(first["contact_way"]) == 2 and first["next_cursor"]
+    # A cursor belongs to its query.
+    other = wecom_api.post(
+        "externalcontact/list_contact_way", {"limit": 2, "start_time": t0, "cursor": first["next_cursor"]}
+    )
+    assert other["errcode"] == 40058
+    assert wecom_api.post("externalcontact/list_contact_way", {"cursor": "garbage!"})["errcode"] == 40058
+
+
+def test_list_contact_way_reaches_back_90_days_at_most(
+    wecom_api: WeComApi, corp: dict[str, Any], clock: FrozenClock
+) -> None:
+    old = corp["config_id"]
+    clock.advance(89 * 86400)
+    now = int(clock.time())
+    recent = _way(wecom_api, "recent")
+
+    def answer(**body: Any) -> dict[str, Any]:
+        return wecom_api.post("externalcontact/list_contact_way", body)
+
+    assert [w["config_id"] for w in answer()["contact_way"]] == [old, recent]
+    assert answer(start_time=now - 90 * 86400)["errcode"] == 0
+    assert answer(start_time=now - 90 * 86400 - 1)["errcode"] == 40058
+    clock.advance(2 * 86400)  # the first way is now 91 days old: out of reach
+    wecom_api._token = None  # the token expired meanwhile
+    assert [w["config_id"] for w in answer()["contact_way"]] == [recent]
+    assert answer(start_time=now, end_time=now - 1)["errcode"] == 40058  # start after end
+    assert answer(start_time="yesterday")["errcode"] == 40058
+    assert answer(limit=1001)["errcode"] == 40058
+    assert answer(limit=-1)["errcode"] == 40058
+    assert answer(limit=1000)["errcode"] == 0
+
+
+def test_contact_way_reads_are_rate_limited_per_api(
+    control, wecom_api: WeComApi, corp: dict[str, Any]
+) -> None:
+    control.post(
+        "/sandbox/config",
+        json={"rate_limits": {"externalcontact/list_contact_way": 2, "externalcontact/get_contact_way": 1}},
+    )
+    codes = [wecom_api.post("externalcontact/list_contact_way", {})["errcode"] for _ in range(3)]
+    assert codes == [0, 0, 45009]
+    body = {"config_id": corp["config_id"]}
+    codes = [wecom_api.post("externalcontact/get_contact_way", body)["errcode"] for _ in range(2)]
+    assert codes == [0, 45009]
