@@ -295,6 +295,23 @@ class WeComClient(WeChatClient):
     def cancel_groupmsg_send(self, msgid: str) -> dict[str, Any]:
         return self.post("externalcontact/cancel_groupmsg_send", data={"msgid": msgid})
 
+    def add_contact_way(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A contact way (「联系我」): ``config_id``, and ``qr_code`` for scene 2."""
+        return self.post("externalcontact/add_contact_way", data=data)
+
+    def get_contact_way(self, config_id: str) -> dict[str, Any]:
+        """One contact way by config_id (under ``contact_way``); 41044 when WeCom has no such one."""
+        return self.post("externalcontact/get_contact_way", data={"config_id": config_id})
+
+    def list_contact_way(
+        self, start_time: int, end_time: int, cursor: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of the config_ids of contact ways the corp made through the API in
+        [start_time, end_time] (``contact_way`` [{config_id}], ``next_cursor``); start_time at
+        most 90 days back."""
+        data: dict[str, Any] = {"start_time": start_time, "end_time": end_time}
+        return self.post("externalcontact/list_contact_way", data=_paged(data, limit, cursor))
+
     def get_user_id_by_code(self, code: str) -> dict[str, Any]:
         """OAuth2 code → identity via ``auth/getuserinfo`` (wechatpy calls the legacy path).
 
