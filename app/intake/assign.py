@@ -4,11 +4,16 @@ the assignment row that keeps the engine's explanation.
 The engine (app/intake/matching.py) is pure; this module is what feeds it. A decision is written
 to the effects ledger under the subject's key the first time it is made, so a job that runs again
 (or two jobs for the same customer) hands the customer to the same advisor.
+
+A batch of subjects (a lead import's chunk) is decided in memory with a ``LoadBook``: today's load
+of every advisor the batch may go to is read once and counted up as each decision is made, so the
+batch gets the decisions that deciding and recording its subjects one at a time would give.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -28,6 +33,7 @@ ROSTER_CHECK_SECONDS = 5.0  # how stale a process's roster may be after `scrm ro
 # Assignments that did not give the advisor a customer do not count towards today's load, nor
 # does the add that fulfils a lead ("linked"): the lead's own assignment already counted it.
 _NOT_LOAD = ("failed", "unassigned", "linked")
+_LOAD_QUERY_ADVISORS = 2000  # advisors per load query: well under any driver's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -195,8 +201,67 @@ def decide(
             current = loads(session, roster.candidates(customer), svc.clock.now())
         return Decision.of(roster.match(customer, current, exclude=exclude)).to_json()
 
-    result, _ = effects.once(svc.sessions, f"assign:{key}", svc.clock.now(), compute)
+    result, _ = effects.once(svc.sessions, ledger_key(key), svc.clock.now(), compute)
     return Decision.from_json(result)
+
+
+def ledger_key(key: str) -> str:
+    """The effects-ledger key of the decision about the subject ``key``."""
+    return f"assign:{key}"
+
+
+class LoadBook:
+    """Today's load of the advisors a batch of subjects may go to, read once (``read``) and
+    counted up in memory as the batch is decided in order: a subject decided here sees every
+    earlier decision of the batch in its advisors' load, as it would had each been recorded
+    before the next was made, so capacity_per_day and max_open_leads hold within the batch.
+    Decisions are not written anywhere: the caller keeps them (``keep_decisions``)."""
+
+    def __init__(self, roster: matching.Roster, current: Mapping[str, matching.Load]) -> None:
+        self.roster = roster
+        self.current = dict(current)
+
+    @classmethod
+    def read(cls, svc: Services, customers: Sequence[matching.Customer], now: datetime) -> LoadBook:
+        roster = roster_cache(svc).get(svc)
+        userids = sorted({userid for customer in customers for userid in roster.candidates(customer)})
+        current: dict[str, matching.Load] = {}
+        with svc.sessions() as session:
+            for start in range(0, len(userids), _LOAD_QUERY_ADVISORS):
+                current.update(loads(session, userids[start : start + _LOAD_QUERY_ADVISORS], now))
+        return cls(roster, current)
+
+    def decide(self, customer: matching.Customer, *, opens_lead: bool = True) -> Decision:
+        """The engine's choice for the customer under the load so far; counted at once."""
+        decision = Decision.of(self.roster.match(customer, self.current))
+        self.count(decision, opens_lead=opens_lead)
+        return decision
+
+    def count(self, decision: Decision, *, opens_lead: bool = True) -> None:
+        """Add a decision made elsewhere (e.g. found in the ledger) to its advisor's load: one
+        assignment today and, for a lead, one open lead."""
+        if decision.advisor is None:
+            return
+        load = self.current.get(decision.advisor, matching.Load())
+        self.current[decision.advisor] = matching.Load(
+            load.assigned_today + 1, load.open_leads + (1 if opens_lead else 0)
+        )
+
+
+def recorded_decisions(session: Session, keys: Sequence[str]) -> dict[str, Decision]:
+    """The decisions already in the ledger for these subject keys (one query)."""
+    found = effects.recorded_many(session, [ledger_key(key) for key in keys])
+    return {key: Decision.from_json(found[ledger_key(key)]) for key in keys if ledger_key(key) in found}
+
+
+def keep_decisions(session: Session, decisions: Mapping[str, Decision], now: datetime) -> dict[str, Decision]:
+    """Write decisions to the ledger in the caller's transaction, so they commit together with
+    the rows that act on them. First writer wins: for a subject another process decided first,
+    its decision is returned instead of ours."""
+    stored = effects.record_many(
+        session, {ledger_key(key): decision.to_json() for key, decision in decisions.items()}, now
+    )
+    return {key: Decision.from_json(stored[ledger_key(key)]) for key in decisions}
 
 
 def record(
@@ -211,24 +276,46 @@ def record(
     lead_id: int | None = None,
 ) -> None:
     """Write the assignment row (once per key; a second call changes nothing)."""
-    insert = insert_for(session)
-    session.execute(
-        insert(Assignment)
-        .values(
-            dedup_key=key,
-            external_userid=external_userid,
-            lead_id=lead_id,
-            advisor_userid=decision.advisor,
-            dealer_code=decision.dealer,
-            reason=reason,
-            status=status if decision.advisor else "unassigned",
-            score=decision.score,
-            explanation=decision.explanation,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[Assignment.dedup_key])
+    row = assignment_row(
+        key, decision, reason=reason, status=status, now=now, external_userid=external_userid, lead_id=lead_id
     )
+    record_rows(session, [row])
+
+
+def assignment_row(
+    key: str,
+    decision: Decision,
+    *,
+    reason: str,
+    status: str,
+    now: datetime,
+    external_userid: str | None = None,
+    lead_id: int | None = None,
+) -> dict[str, Any]:
+    """The assignment row ``record`` writes, for ``record_rows``."""
+    return {
+        "dedup_key": key,
+        "external_userid": external_userid,
+        "lead_id": lead_id,
+        "advisor_userid": decision.advisor,
+        "dealer_code": decision.dealer,
+        "reason": reason,
+        "status": status if decision.advisor else "unassigned",
+        "score": decision.score,
+        "explanation": decision.explanation,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def record_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Write assignment rows (``assignment_row``) in one statement; a key already there is left
+    as it is."""
+    if not rows:
+        return
+    table = Assignment.__table__
+    insert = insert_for(session)(table).on_conflict_do_nothing(index_elements=[table.c.dedup_key])
+    session.execute(insert, list(rows))
 
 
 def set_status(session: Session, key: str, status: str, now: datetime) -> None:

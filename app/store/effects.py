@@ -8,11 +8,15 @@ short transaction, right after it happens. The next run finds the key and reuses
 The window between the WeCom call and this write is covered per call, by WeCom itself: a used
 welcome code answers 41051, a started transfer 40100, and app messages are sent with WeCom's
 ``enable_duplicate_check``. Callers say how they treat those answers.
+
+A decision that only the caller's own rows depend on (lead import's advisor, app/intake/leads.py)
+may instead be written in the same transaction as those rows (``record_many``): it then commits
+with what it decided, or not at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -53,3 +57,25 @@ def once(
     if existing is not None:
         return existing, False
     return record(sessions, key, action(), now), True
+
+
+def recorded_many(session: Session, keys: Collection[str]) -> dict[str, dict[str, Any]]:
+    """What is stored under any of ``keys`` (one query), by key."""
+    if not keys:
+        return {}
+    return dict(session.execute(select(T.c.key, T.c.result).where(T.c.key.in_(list(keys)))).all())
+
+
+def record_many(
+    session: Session, results: Mapping[str, dict[str, Any]], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """``record`` for many keys, in the caller's transaction: store each result unless its key is
+    there already, and return what is stored under each key (first writer wins)."""
+    if not results:
+        return {}
+    insert = insert_for(session)(T).on_conflict_do_nothing(index_elements=[T.c.key]).returning(T.c.key)
+    rows = [{"key": key, "result": result, "created_at": now} for key, result in results.items()]
+    inserted = set(session.scalars(insert, rows))
+    stored = {key: result for key, result in results.items() if key in inserted}
+    stored.update(recorded_many(session, [key for key in results if key not in inserted]))
+    return stored

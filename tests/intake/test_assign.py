@@ -85,3 +85,49 @@ def test_an_assignment_row_is_written_once_per_key(svc) -> None:
             select(Assignment.advisor_userid, func.count()).group_by(Assignment.advisor_userid)
         ).all()
     assert rows == [("a", 1)]
+
+
+def test_a_load_book_decides_a_batch_as_recording_each_decision_first_would(svc) -> None:
+    _roster(svc)
+    customer = matching.Customer(dealer_code="SH01", model="RAV4")
+    with svc.sessions.begin() as session:
+        _assignment(session, "earlier", "a", svc.clock.now())  # "a" has one of its 2 places left
+    book = assign.LoadBook.read(svc, [customer] * 4, svc.clock.now())
+    chosen = [book.decide(customer).advisor for _ in range(3)]
+    assert chosen == ["b", "a", "b"] and book.decide(customer).advisor is None  # spare capacity wins
+    assert book.current["b"] == matching.Load(assigned_today=2, open_leads=2)
+
+    other = assign.LoadBook.read(svc, [customer], svc.clock.now())
+    other.count(assign.Decision("a", "SH01", 1.0, {}), opens_lead=False)  # e.g. one found in the ledger
+    assert other.current["a"] == matching.Load(assigned_today=2, open_leads=0)
+    assert other.decide(customer).advisor == "b"
+
+
+def test_decisions_kept_in_a_transaction_first_writer_wins(svc) -> None:
+    first = assign.Decision("a", "SH01", 1.0, {"reason": "first"})
+    second = assign.Decision("b", "SH01", 2.0, {"reason": "second"})
+    with svc.sessions.begin() as session:
+        assert assign.keep_decisions(session, {"lead:1": first}, svc.clock.now()) == {"lead:1": first}
+    with svc.sessions.begin() as session:
+        kept = assign.keep_decisions(session, {"lead:1": second, "lead:2": second}, svc.clock.now())
+    assert kept == {"lead:1": first, "lead:2": second}
+    with svc.sessions() as session:
+        assert assign.recorded_decisions(session, ["lead:1", "lead:2", "lead:3"]) == kept
+    assert assign.decide(svc, "lead:1", matching.Customer(dealer_code="SH01")) == first  # the same ledger
+
+
+def test_assignment_rows_in_one_statement_once_per_key(svc) -> None:
+    now = svc.clock.now()
+    rows = [
+        assign.assignment_row(f"lead:{n}", assign.Decision(advisor, "SH01", 1.0, {}), reason="lead",
+                              status="assigned", now=now)
+        for n, advisor in ((1, "a"), (2, None))
+    ]  # fmt: skip
+    with svc.sessions.begin() as session:
+        assign.record_rows(session, rows)
+        assign.record_rows(session, rows)
+    with svc.sessions() as session:
+        stored = session.execute(
+            select(Assignment.dedup_key, Assignment.advisor_userid, Assignment.status).order_by(Assignment.id)
+        ).all()
+    assert stored == [("lead:1", "a", "assigned"), ("lead:2", None, "unassigned")]
