@@ -19,8 +19,11 @@
       good with that reason (``cover https://…/c.png: HTTP 404``, the customers'
       ``campaign_failed`` reason too); one whose host is down or slow is retried like a busy WeCom;
    d. the call goes out under the shared rate limiter (``contact_client``); busy / 45009 /
-      network errors after the client's retries release the claim and raise (RQ retries the job,
-      the campaign sweep re-enqueues it); any other errcode fails the batch for good;
+      no connection after the client's retries release the claim and raise (RQ retries the job,
+      the campaign sweep re-enqueues it); a failure after which WeCom may have made the task
+      anyway (a read timeout, a broken connection, a 5xx: the client's ``OutcomeUnknown``, raised
+      without retrying) ends the claim's lease at once instead, so the next claim reconciles
+      first (below); any other errcode fails the batch for good;
    e. WeCom's answer (msgid, fail_list, or the refusal) is written to the ledger in its own
       transaction, then applied: the batch becomes ``submitted`` (msgid, fail_list) and its
       customers ``submitted``, those in fail_list ``failed`` (reason ``fail_list``: not the
@@ -28,7 +31,8 @@
 
 The one gap WeCom leaves: add_msg_template has no idempotency key. If the process dies after
 WeCom created the task and before the ledger write commits (the few milliseconds between reading
-the HTTP answer and the commit), the batch stays ``submitting``; when its lease runs out, the next
+the HTTP answer and the commit), or the answer never came back (``OutcomeUnknown``), the batch
+stays ``submitting``; when its lease runs out (at once for OutcomeUnknown), the next
 claim first lists the advisor's sends since the earlier claim (get_groupmsg_list_v2: by creator
 and time) and adopts the one with our text whose task holds the batch's customers (``_reconcile``),
 so the customers do not get a second task. The lease keeps this to dead processes only (a live
@@ -59,8 +63,9 @@ from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.wecom import media
-from app.wecom.client import contact_client, cursor_pages
-from app.wecom.errors import WeComError, WeComUnavailable
+from app.wecom.client import contact_client
+from app.wecom.errors import OutcomeUnknown, WeComError, WeComUnavailable
+from app.wecom.msg_templates import find_task
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +254,9 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
                     lambda body: contact_client(svc).post("externalcontact/add_msg_template", data=body),
                 )
                 answer = {"msgid": str(result["msgid"]), "fail_list": list(result.get("fail_list") or [])}
+        except OutcomeUnknown as exc:  # WeCom may hold the task: the next claim must look first
+            _expire_claim(svc, batch_id, str(exc))
+            raise
         except WeComUnavailable as exc:  # a cover's host down or slow too (media.CoverUnavailable)
             _release(svc, batch_id, str(exc))
             raise
@@ -333,36 +341,30 @@ def _reconcile(
     svc: Services, advisor_userid: str, customers: list[str], data: dict[str, Any], since: int
 ) -> dict[str, Any] | None:
     """The task an earlier attempt made for this batch, if WeCom has one: that attempt held the
-    claim from ``since`` and died without writing WeCom's answer to the ledger. WeCom lists the
-    corp's sends by creator and time (get_groupmsg_list_v2); the batch's is the one with our text
-    whose task holds only customers of this batch, and some (an advisor's batches share the
-    text, never a customer). Its customer list is read to the last page: a batch holds up to
-    10,000 customers, a page 1000."""
-    client = contact_client(svc)
+    claim from ``since`` and ended without writing WeCom's answer to the ledger (see
+    app/wecom/msg_templates.py; an advisor's batches share the text, never a customer)."""
     text = (data.get("text") or {}).get("content", "")
-    wanted = set(customers)
     until = int(svc.clock.time()) + 60
-    sends = cursor_pages(
-        lambda cursor: client.get_groupmsg_list_v2(since, until, creator=advisor_userid, cursor=cursor),
-        "group_msg_list",
+    found = find_task(contact_client(svc), advisor_userid, text, customers, since, until)
+    if found is None:
+        return None
+    log.warning(
+        "batch of %s: an earlier attempt's task %s found in WeCom; not submitting again",
+        advisor_userid,
+        found.msgid,
     )
-    for item in sends:
-        if (item.get("text") or {}).get("content", "") != text:
-            continue
-        msgid = str(item["msgid"])
-        listed = cursor_pages(
-            lambda cursor, msgid=msgid: client.get_groupmsg_send_result(msgid, advisor_userid, cursor=cursor),
-            "send_list",
+    return {"msgid": found.msgid, "fail_list": sorted(set(customers) - found.customers), "reconciled": True}
+
+
+def _expire_claim(svc: Services, batch_id: int, error: str) -> None:
+    """End this claim's lease now but keep the batch ``submitting``: the next claim takes it as
+    a stale one and reconciles (looks for the task WeCom may have made) before submitting."""
+    with svc.sessions.begin() as session:
+        session.execute(
+            update(CampaignBatch)
+            .where(CampaignBatch.id == batch_id, CampaignBatch.status == "submitting")
+            .values(lease_until=svc.clock.now() - timedelta(seconds=1), error=error[:255])
         )
-        got = {entry["external_userid"] for entry in listed}
-        if got and got <= wanted:
-            log.warning(
-                "batch of %s: an earlier attempt's task %s found in WeCom; not submitting again",
-                advisor_userid,
-                msgid,
-            )
-            return {"msgid": msgid, "fail_list": sorted(wanted - got), "reconciled": True}
-    return None
 
 
 def _release(svc: Services, batch_id: int, error: str) -> None:

@@ -124,7 +124,7 @@ def call(path: str) -> Response:
     path = path.strip("/")
     state.count_call(path)
     rule = state.faults.pick(path)
-    if rule is not None:
+    if rule is not None and not rule.after_effect:
         faulted = _apply_fault(state, path, rule)
         if faulted is not None:
             return faulted
@@ -132,6 +132,10 @@ def call(path: str) -> Response:
         result = _call(state, path)
     except ApiError as exc:
         return _answer(state, path, exc.errcode, exc.errmsg)
+    if rule is not None and rule.after_effect:  # done; the answer is what gets lost
+        faulted = _apply_fault(state, path, rule)
+        if faulted is not None:
+            return faulted
     if isinstance(result, Response):
         return result
     return _answer(state, path, 0, "ok", **result)

@@ -16,7 +16,9 @@ from app.sandbox.errors import SandboxError
 class FaultRule:
     """What to do to matching calls: wait ``latency_ms``, then answer ``errcode`` (HTTP 200, JSON)
     or ``http_status`` (a non-JSON error page), or answer normally if neither is set. Applies to
-    the next ``times`` matching calls (None: every call), each with ``probability`` (None: always)."""
+    the next ``times`` matching calls (None: every call), each with ``probability`` (None: always).
+    ``after_effect``: carry the call out first, then answer with the fault — WeCom acted but its
+    answer was lost (a gateway's 5xx after the fact, a timeout seen by the client)."""
 
     id: int
     path: str = "*"
@@ -26,6 +28,7 @@ class FaultRule:
     latency_ms: int = 0
     times: int | None = None
     probability: float | None = None
+    after_effect: bool = False
     hits: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,10 +49,13 @@ def make_rule(rule_id: int, spec: dict[str, Any]) -> FaultRule:
         rule.http_status = None if rule.http_status is None else int(rule.http_status)
         rule.times = None if rule.times is None else int(rule.times)
         rule.probability = None if rule.probability is None else float(rule.probability)
+        rule.after_effect = bool(rule.after_effect)
     except (TypeError, ValueError) as exc:
         raise SandboxError(f"bad fault rule: {exc}") from None
     if rule.errcode is None and rule.http_status is None and rule.latency_ms <= 0:
         raise SandboxError("a fault rule needs errcode, http_status or latency_ms")
+    if rule.after_effect and rule.http_status is None and rule.latency_ms <= 0:
+        raise SandboxError("after_effect needs http_status or latency_ms: an answer that is lost")
     if rule.errcode == 0:
         raise SandboxError("errcode 0 is success, not a fault")
     if rule.http_status is not None and not 400 <= rule.http_status <= 599:

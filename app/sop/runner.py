@@ -58,7 +58,7 @@ from app.sop.card import (
     render,
 )
 from app.sop.enrollment import CustomerView
-from app.store import effects, interactions
+from app.store import attempts, effects, interactions
 from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.store.models import CorpTag, Customer, FollowRelation, RelationStatus, SopCardVersion
@@ -66,6 +66,7 @@ from app.store.sop_models import EnrollmentStatus, SopEnrollment, SopStepRun, St
 from app.wecom import media
 from app.wecom.client import contact_client
 from app.wecom.errors import WeComError
+from app.wecom.msg_templates import find_task
 
 log = logging.getLogger(__name__)
 
@@ -472,15 +473,45 @@ def msg_template_body(
 
 
 def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[str, Any]:
+    """One add_msg_template for the step's customer, once: the answer goes to the effects ledger.
+    add_msg_template has no dedup handle, so the call is also marked as an attempt before it goes
+    out (app/store/attempts.py); a run that finds an earlier attempt without an answer (its process
+    died, or the answer was lost: OutcomeUnknown) looks for that attempt's task in WeCom first
+    (app/wecom/msg_templates.py) and adopts it instead of giving the customer a second one."""
     e = ctx.enrollment
+    customer = ctx.view.external_userid
+    attempt_key = f"{key}:attempt"
 
-    def prepare() -> dict[str, Any]:
-        try:  # covers are resolved only when the ledger has no answer yet
-            answer = media.send_with_covers(
+    def call() -> dict[str, Any]:
+        lease = timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
+        attempt = attempts.begin_attempt(svc.sessions, attempt_key, svc.clock.now(), lease)
+        try:
+            found = None
+            if attempt.since is not None:
+                text = render(action.text, ctx.view.values())
+                since = int(attempt.since.timestamp()) - 60
+                until = int(svc.clock.time()) + 60
+                found = find_task(contact_client(svc), e.advisor_userid, text, [customer], since, until)
+            if found is not None:
+                log.warning("SOP enrollment %s: an earlier attempt's task %s adopted", e.id, found.msgid)
+                return {"msgid": found.msgid, "fail_list": []}
+            # covers are resolved only when the ledger has no answer yet
+            return media.send_with_covers(
                 media.covers(svc),
                 lambda cover: msg_template_body(action, ctx.view, e.advisor_userid, cover),
                 lambda body: contact_client(svc).post("externalcontact/add_msg_template", data=body),
             )
+        except (media.CoverError, WeComError):  # refused: nothing was made
+            with svc.sessions.begin() as session:
+                attempts.end_attempt(session, attempt_key, attempt.number)
+            raise
+        except BaseException:  # busy, timed out, unknown outcome …: the next run asks WeCom first
+            attempts.expire_attempt(svc.sessions, attempt, svc.clock.now())
+            raise
+
+    def prepare() -> dict[str, Any]:
+        try:
+            answer = call()
         except media.CoverError as exc:
             # Another run would meet the same cover: the send fails, the step goes on.
             log.warning("SOP enrollment %s: send not prepared: %s", e.id, exc.reason)
@@ -496,7 +527,10 @@ def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[st
             "fail_list": answer.get("fail_list") or [],
         }
 
-    result, _ = effects.once(svc.sessions, key, svc.clock.now(), prepare)
+    result, ran = effects.once(svc.sessions, key, svc.clock.now(), prepare)
+    if ran:  # the answer is in the ledger: the marker has done its job
+        with svc.sessions.begin() as session:
+            attempts.end_attempt(session, attempt_key)
     return result
 
 

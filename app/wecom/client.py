@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 
 import redis
 import requests
+from urllib3.exceptions import NewConnectionError
 from wechatpy.enterprise import WeChatClient
 
 from app.clock import Clock
-from app.wecom.errors import WeComError, WeComUnavailable
+from app.wecom.errors import OutcomeUnknown, WeComError, WeComUnavailable
 from app.wecom.ratelimit import RateLimiter, normalize_api
 from app.wecom.tokens import FetchedToken, TokenStore
 
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 TOKEN_EXPIRED = frozenset({40014, 42001})  # invalid / expired access_token: refetch once
 BUSY = frozenset({-1, 45009})  # system busy / frequency limit: back off and retry
 _NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+# Calls that make something anew each time and that WeCom has no dedup handle for: a blind retry
+# after a timeout could make a second mass-send task or a second QR code. Their callers record an
+# attempt and list what WeCom made before calling again (app/campaigns/submit.py, app/sop/runner.py,
+# app/intake/contact_ways.py). Other writes are safe to repeat: a welcome code is single-use
+# (41051), a pending transfer answers 40100, app messages carry enable_duplicate_check, and a
+# tag, reminder or media upload made twice is harmless.
+NOT_REPEATABLE = frozenset({"externalcontact/add_msg_template", "externalcontact/add_contact_way"})
 
 _SENSITIVE_QUERY = re.compile(r"(access_token|corpsecret)=[^&\s'\"]*", re.IGNORECASE)
 
@@ -66,12 +74,14 @@ if not any(isinstance(f, _RedactingFilter) for f in _urllib3_log.filters):
 
 
 class _Retryable(Exception):
-    """One failed attempt that a later attempt may fix; ``reason`` is already redacted."""
+    """One failed attempt that a later attempt may fix; ``reason`` is already redacted.
+    ``maybe_done``: the request may have been carried out (no answer came back)."""
 
-    def __init__(self, reason: str, errcode: int | None = None) -> None:
+    def __init__(self, reason: str, errcode: int | None = None, *, maybe_done: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.errcode = errcode
+        self.maybe_done = maybe_done
 
 
 class WeComClient(WeChatClient):
@@ -158,7 +168,9 @@ class WeComClient(WeChatClient):
 
         40014/42001: drop that token, fetch a fresh one, retry once; a second one is raised.
         -1, 45009, HTTP 5xx, timeouts, connection errors: back off, at most ``max_attempts`` tries,
-        then WeComUnavailable. Any other errcode: WeComError at once."""
+        then WeComUnavailable — except that a call in NOT_REPEATABLE whose request may have been
+        carried out (no answer: a read timeout, a broken connection, a 5xx) raises OutcomeUnknown
+        at once. Any other errcode: WeComError at once."""
         url, api = self._resolve(url_or_endpoint, kwargs.pop("api_base_url", None))
         result_processor: Callable[[Any], Any] | None = kwargs.pop("result_processor", None)
         params = dict(kwargs.pop("params", None) or {})
@@ -183,6 +195,8 @@ class WeComClient(WeChatClient):
                     raise _Retryable(f"errcode={errcode}", errcode)
             except _Retryable as exc:
                 failures += 1
+                if exc.maybe_done and api in NOT_REPEATABLE:
+                    raise OutcomeUnknown(api, f"{exc.reason}; WeCom may have carried it out") from None
                 if failures >= self.max_attempts:
                     raise WeComUnavailable(
                         api, f"{exc.reason} after {failures} attempts", exc.errcode
@@ -216,10 +230,11 @@ class WeComClient(WeChatClient):
         except _NETWORK_ERRORS as exc:
             # The exception text quotes the URL with its token; keep only a redacted copy.
             raise _Retryable(
-                f"{type(exc).__name__}: {self._clean(str(exc), *self._tokens_in(kwargs))}"
+                f"{type(exc).__name__}: {self._clean(str(exc), *self._tokens_in(kwargs))}",
+                maybe_done=not _never_sent(exc),
             ) from None
         if res.status_code >= 500 or res.status_code == 429:
-            raise _Retryable(f"HTTP {res.status_code}")
+            raise _Retryable(f"HTTP {res.status_code}", maybe_done=res.status_code != 429)
         if res.status_code >= 400:
             raise WeComError(None, f"HTTP {res.status_code}", normalize_api(urlsplit(url).path))
         try:
@@ -329,6 +344,15 @@ def cursor_pages(fetch: Callable[[str | None], dict[str, Any]], key: str) -> Ite
         cursor = answer.get("next_cursor") or None
         if not cursor:
             return
+
+
+def _never_sent(exc: Exception) -> bool:
+    """The request certainly did not reach WeCom: no connection was made (refused, unresolvable,
+    connect timeout). A read timeout or a connection broken mid-exchange may have been carried out."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _paged(data: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:

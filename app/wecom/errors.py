@@ -68,6 +68,13 @@ class WeComUnavailable(WeComApiFailure):
         self.errcode = errcode
 
 
+class OutcomeUnknown(WeComUnavailable):
+    """A call WeCom may have carried out although no answer came back (a read timeout, a dropped
+    connection, HTTP 5xx from a gateway). Raised at once, without the client's own retries, for
+    calls that have no dedup handle (``NOT_REPEATABLE`` in app/wecom/client.py): the caller must
+    find out what WeCom made (list it) before it calls again."""
+
+
 class RateLimited(WeComUnavailable):
     """Our own shared rate limiter had no free slot for ``api`` within the allowed wait."""
 

@@ -13,7 +13,7 @@ from app.campaigns import states, submit
 from app.store import effects
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.models import Interaction
-from app.wecom.errors import WeComUnavailable
+from app.wecom.errors import OutcomeUnknown, WeComUnavailable
 from tests.campaigns.live import corp, create, customers, live_config, statuses, submitted_to_wecom, wecom
 from workers import campaign_jobs
 
@@ -187,3 +187,28 @@ def test_a_job_killed_between_wecoms_answer_and_the_ledger_finds_its_task(svc, c
     # The other batch of the same advisor, with the same text, is still submitted normally.
     assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"
     assert len(corp.state.mass_sends) == 2
+
+
+def test_a_call_whose_answer_was_lost_is_looked_up_not_sent_again(svc, corp, audience) -> None:
+    """WeCom made the task but its answer never came back (a gateway's 502 after the fact): the
+    client does not retry add_msg_template, the batch's claim ends at once, and the next claim
+    finds the task through get_groupmsg_list_v2 instead of making a second one."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    corp.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    [made] = corp.state.mass_sends  # WeCom made it; we never heard
+    with svc.sessions() as session:
+        batch = session.scalars(select(CampaignBatch).where(CampaignBatch.advisor_userid == "sh_a",
+                                                            CampaignBatch.batch_no == 0)).one()  # fmt: skip
+    assert batch.status == "submitting" and batch.lease_until < svc.clock.now()  # claim ended
+
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"  # RQ's retry
+    assert list(corp.state.mass_sends) == [made]
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
+    with svc.sessions() as session:
+        batch = session.get(CampaignBatch, batch.id)
+    assert (batch.status, batch.msgid, batch.fail_list) == ("submitted", made, [])

@@ -42,8 +42,9 @@ from workers.queues import DEFAULT, queue
 
 
 @pytest.fixture()
-def wecom() -> Iterator[SandboxServer]:
-    with run_sandbox(SandboxConfig(seed=5, retry_delay=0.05)) as server:
+def wecom(clock) -> Iterator[SandboxServer]:
+    # On the test's clock: WeCom's send list (by time) must agree with ours.
+    with run_sandbox(SandboxConfig(seed=5, retry_delay=0.05), clock) as server:
         yield server
 
 
@@ -503,3 +504,31 @@ def test_workers_enqueue_one_sweep_job_per_interval(svc, corp, work) -> None:
     assert len(cards_to(corp, "sh_a")) == 1
     svc.redis.delete(sop_jobs.LOCK_KEY)
     assert sop_jobs.sweep_if_due(svc) is True  # finished: the next interval sweeps again
+
+
+def test_a_send_whose_answer_was_lost_is_adopted_not_sent_again(svc, corp, clock) -> None:
+    """WeCom made the customer's task but the answer was lost (a 502 after the fact): the run
+    fails for a retry, and the retry finds that task in WeCom instead of making a second one."""
+    send = {"type": "send", "text": "{customer}您好，本周末有试驾专场"}
+    load(svc, card_body("lost", steps=[{"at": "day 0", "reminder": "邀约 {customer}", "actions": [send]}]))
+    customer(svc, corp, "wm1", tags=["意向车型:RAV4"])
+    enroll(svc, "lost", "wm1")
+    corp.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    first = runner.run_due(svc)
+    assert first.completed == 0
+    [made] = msg_templates(corp.state)  # WeCom holds it; we never heard
+
+    for _ in range(5):  # the step comes back after its retry delay
+        clock.advance(timedelta(minutes=30))
+        if runner.run_due(svc).completed:
+            break
+    assert msg_templates(corp.state) == [made]  # not sent again
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
+    with svc.sessions() as session:
+        [done] = session.scalars(select(Interaction).where(Interaction.kind == "sop_step_done")).all()
+        markers = session.scalars(select(Effect.key).where(Effect.key.like("%:attempt"))).all()
+    [action] = done.payload["actions"]
+    assert (action["status"], action["msgid"]) == ("prepared", made.msgid)
+    assert markers == []  # the attempt marker went once the answer was in the ledger

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import requests
 import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from app.clock import SystemClock
-from app.wecom.errors import RateLimited, WeComError, WeComUnavailable
+from app.wecom.errors import OutcomeUnknown, RateLimited, WeComError, WeComUnavailable
 from app.wecom.tokens import token_key
 
 from .conftest import API, CORP, SECRET, calls_to, query
@@ -175,6 +176,49 @@ def test_transient_failures_give_up_with_wecom_unavailable(
     assert clock.slept[0] < clock.slept[1] < clock.slept[2]
     if kind in ("45009", "-1"):
         assert info.value.errcode == int(kind)
+
+
+TEMPLATE = {
+    "chat_type": "single",
+    "sender": "zhangsan",
+    "external_userid": ["wm1"],
+    "text": {"content": "hi"},
+}
+
+
+@pytest.mark.parametrize("kind", ["502", "timeout", "connection"])
+def test_a_mass_send_that_may_have_been_made_is_not_sent_again(
+    kind, http, token_server, make_client, clock
+) -> None:
+    """add_msg_template has no dedup handle: after a 5xx, a read timeout or a dropped connection
+    WeCom may hold the task, so the client raises OutcomeUnknown at once instead of retrying."""
+    http.post(API + "externalcontact/add_msg_template", **_busy(kind))
+    http.post(API + "externalcontact/add_msg_template", json={**OK, "msgid": "m2", "fail_list": []})
+    with pytest.raises(OutcomeUnknown) as info:
+        make_client(max_attempts=4).post("externalcontact/add_msg_template", data=TEMPLATE)
+    assert info.value.retryable and info.value.api == "externalcontact/add_msg_template"
+    assert len(calls_to(http, "externalcontact/add_msg_template")) == 1
+    assert clock.slept == []
+
+
+@pytest.mark.parametrize("kind", ["45009", "-1", "429", "refused"])
+def test_a_mass_send_wecom_certainly_did_not_make_is_retried(
+    kind, http, token_server, make_client, clock
+) -> None:
+    """WeCom answering busy, or no connection at all: nothing was made, retrying is safe."""
+    if kind == "429":
+        failure: dict[str, Any] = {"status": 429, "body": "slow down"}
+    elif kind == "refused":
+        failure = {
+            "body": requests.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "refused")))
+        }
+    else:
+        failure = _busy(kind)
+    http.post(API + "externalcontact/add_msg_template", **failure)
+    http.post(API + "externalcontact/add_msg_template", json={**OK, "msgid": "m2", "fail_list": []})
+    answer = make_client(max_attempts=4).post("externalcontact/add_msg_template", data=TEMPLATE)
+    assert answer["msgid"] == "m2"
+    assert len(calls_to(http, "externalcontact/add_msg_template")) == 2
 
 
 def test_backoff_is_capped(http, token_server, make_client, clock) -> None:
