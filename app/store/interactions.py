@@ -32,29 +32,25 @@ def append(session: Session, items: list[NewInteraction], now: datetime) -> int:
     """Insert what is not there yet (by dedup key); return how many rows were new."""
     if not items:
         return 0
-    insert = insert_for(session)
-    stmt = (
-        insert(T)
-        .values(
-            [
-                {
-                    "kind": item.kind,
-                    "advisor_userid": item.advisor_userid,
-                    "external_userid": item.external_userid,
-                    "dealer_code": item.dealer_code,
-                    "payload": item.payload,
-                    "occurred_at": item.occurred_at,
-                    "recorded_at": now,
-                    "source_event_id": item.source_event_id,
-                    "dedup_key": item.dedup_key,
-                }
-                for item in items
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=[T.c.dedup_key])
-        .returning(T.c.id)
-    )
-    return len(session.execute(stmt).all())
+    # Parameter sets, not .values([...]): SQLAlchemy compiles the statement once and sends the
+    # rows as multi-row INSERTs ("insertmanyvalues"), instead of compiling a bound parameter per
+    # field of every row each time (most of the cost of a lead import's 400 interactions).
+    stmt = insert_for(session)(T).on_conflict_do_nothing(index_elements=[T.c.dedup_key]).returning(T.c.id)
+    rows = [
+        {
+            "kind": item.kind,
+            "advisor_userid": item.advisor_userid,
+            "external_userid": item.external_userid,
+            "dealer_code": item.dealer_code,
+            "payload": item.payload,
+            "occurred_at": item.occurred_at,
+            "recorded_at": now,
+            "source_event_id": item.source_event_id,
+            "dedup_key": item.dedup_key,
+        }
+        for item in items
+    ]
+    return len(session.execute(stmt, rows).all())
 
 
 @dataclass(frozen=True)
