@@ -26,7 +26,7 @@ def crash_after_storing(monkeypatch: pytest.MonkeyPatch, svc, row: dict) -> int:
         raise SystemExit("killed between storing and assigning the lead")
 
     with monkeypatch.context() as patch:
-        patch.setattr(leads, "assign_lead", die)
+        patch.setattr(leads, "assign_many", die)
         with pytest.raises(SystemExit):
             run(svc, row)
     with svc.sessions() as session:

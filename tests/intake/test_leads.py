@@ -305,7 +305,7 @@ def test_a_lead_left_new_by_a_crash_is_finished_by_the_next_import(svc, roster, 
         raise RuntimeError("worker killed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(leads.assign, "decide", crash)
+        patch.setattr(leads.assign.LoadBook, "decide", crash)  # while deciding the chunk
         with pytest.raises(RuntimeError):
             run(svc, lead_row())
     with svc.sessions() as session:
