@@ -4,6 +4,7 @@ and concurrent imports leave nothing doubled."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
@@ -50,16 +51,33 @@ def stored(svc) -> dict[str, Any]:
     """What the import wrote, by lead key (lead ids differ between two runs)."""
     with svc.sessions() as session:
         keys = dict(session.execute(select(Lead.id, Lead.lead_key)).all())
+
+        def payload(interaction: Interaction) -> str:
+            fields = {**interaction.payload, "lead_id": keys[interaction.payload["lead_id"]]}
+            return json.dumps(fields, sort_keys=True, ensure_ascii=False)
+
         return {
             "leads": sorted(
                 (lead.lead_key, lead.status, lead.advisor_userid, lead.dealer_code)
                 for lead in session.scalars(select(Lead))
             ),
             "assignments": sorted(
-                (keys[a.lead_id], a.advisor_userid, a.status, a.score, a.explanation["reason"])
+                (
+                    keys[a.lead_id],
+                    a.advisor_userid,
+                    a.status,
+                    a.score,
+                    json.dumps(a.explanation, sort_keys=True),
+                )
                 for a in session.scalars(select(Assignment))
             ),
-            "interactions": Counter((i.kind, i.advisor_userid) for i in session.scalars(select(Interaction))),
+            "interactions": sorted(
+                (
+                    (i.kind, i.advisor_userid, i.dealer_code, payload(i))
+                    for i in session.scalars(select(Interaction))
+                ),
+                key=repr,
+            ),
             "cards": queue(DEFAULT, svc.redis).count,
         }
 
