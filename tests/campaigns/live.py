@@ -105,3 +105,19 @@ def submitted_to_wecom(wecom: SandboxServer) -> list[str]:
         return [
             ext for send in wecom.state.mass_sends.values() for ext in send.external_userids + send.fail_list
         ]
+
+
+def submit_killed_before_the_ledger(
+    svc, campaign_id: int, advisor: str, batch_no: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run ``submit_batch`` in a process that dies after WeCom answered, before the ledger row."""
+    from app.campaigns import submit
+    from app.store import effects
+
+    def killed(*_args: Any, **_kwargs: Any) -> None:
+        raise SystemExit("killed before the ledger write")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(effects, "record", killed)
+        with pytest.raises(SystemExit):
+            submit.submit_batch(svc, campaign_id, advisor, batch_no)

@@ -10,9 +10,16 @@ import pytest
 from sqlalchemy import select
 
 from app.campaigns import submit
-from app.store import effects
 from app.store.campaign_models import CampaignBatch
-from tests.campaigns.live import corp, create, customers, live_config, statuses, wecom
+from tests.campaigns.live import (
+    corp,
+    create,
+    customers,
+    live_config,
+    statuses,
+    submit_killed_before_the_ledger,
+    wecom,
+)
 
 __all__ = ["corp", "wecom"]  # fixtures
 
@@ -28,15 +35,7 @@ def test_an_orphaned_task_of_more_than_a_page_is_adopted_whole(svc, corp, monkey
     everyone = customers(svc, corp, "sh_a", CUSTOMERS, prefix="big")
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    record = effects.record
-
-    def killed(*_args, **_kwargs):
-        raise SystemExit("killed before the ledger write")
-
-    monkeypatch.setattr(effects, "record", killed)
-    with pytest.raises(SystemExit):
-        submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    monkeypatch.setattr(effects, "record", record)
+    submit_killed_before_the_ledger(svc, campaign_id, "sh_a", 0, monkeypatch)
     [made] = corp.state.mass_sends
     assert len(corp.state.mass_sends[made].external_userids) == CUSTOMERS
 

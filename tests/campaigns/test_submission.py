@@ -14,7 +14,16 @@ from app.store import effects
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.models import Interaction
 from app.wecom.errors import OutcomeUnknown, WeComUnavailable
-from tests.campaigns.live import corp, create, customers, live_config, statuses, submitted_to_wecom, wecom
+from tests.campaigns.live import (
+    corp,
+    create,
+    customers,
+    live_config,
+    statuses,
+    submit_killed_before_the_ledger,
+    submitted_to_wecom,
+    wecom,
+)
 from workers import campaign_jobs
 
 __all__ = ["corp", "wecom"]  # fixtures
@@ -164,16 +173,8 @@ def test_a_job_killed_between_wecoms_answer_and_the_ledger_finds_its_task(svc, c
     task instead of submitting the batch again."""
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    record = effects.record
-
-    def killed(*_args, **_kwargs):
-        raise SystemExit("killed before the ledger write")
-
-    monkeypatch.setattr(effects, "record", killed)
-    with pytest.raises(SystemExit):
-        submit.submit_batch(svc, campaign_id, "sh_a", 1)
+    submit_killed_before_the_ledger(svc, campaign_id, "sh_a", 1, monkeypatch)
     [made] = corp.state.mass_sends  # WeCom made the task
-    monkeypatch.setattr(effects, "record", record)
 
     assert submit.submit_batch(svc, campaign_id, "sh_a", 1) == "skipped"  # its lease is still live
     svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
