@@ -61,7 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.orm import Session
 
-from app.sop.tagexpr import Token, scan, split_tag
+from app.sop.tagexpr import Token, TokenCursor, scan, split_tag
 from app.store.models import Advisor, CorpTag, Customer, Dealer, FollowRelation, RelationStatus
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -209,19 +209,9 @@ def _is(token: Token, keyword: str) -> bool:
     return token.kind == "word" and token.text.lower() == keyword
 
 
-class _Parser:
+class _Parser(TokenCursor):
     def __init__(self, source: str) -> None:
-        self.tokens = _tokens(source)
-        self.at = 0
-
-    @property
-    def token(self) -> Token:
-        return self.tokens[self.at]
-
-    def take(self) -> Token:
-        token = self.tokens[self.at]
-        self.at += 1
-        return token
+        super().__init__(_tokens(source))
 
     def expression(self) -> Node:
         operands = [self.conjunction()]

@@ -200,9 +200,12 @@ def _tokens(source: str) -> list[Token]:
     return tokens
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.tokens = _tokens(source)
+class TokenCursor:
+    """The position of a recursive-descent parser in ``scan``'s tokens (shared by the tag
+    expressions here and the campaign audiences); the last token is always ``end``."""
+
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
         self.at = 0
 
     @property
@@ -213,6 +216,11 @@ class _Parser:
         token = self.tokens[self.at]
         self.at += 1
         return token
+
+
+class _Parser(TokenCursor):
+    def __init__(self, source: str) -> None:
+        super().__init__(_tokens(source))
 
     def expression(self) -> Node:
         operands = [self.conjunction()]
