@@ -11,7 +11,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Request, Response, jsonify
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -29,12 +30,25 @@ RETRY_AFTER = 1
 _LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
 
+class SidebarSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened for the sidebar's paths only. Flask opens the session
+    of every request before routing it; for the callback path that is a signing serializer built
+    and thrown away per callback (about 35 us of 0.8 ms). Elsewhere the session is Flask's null
+    session: empty to read, an error to write, so nothing can start relying on it by accident."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path == sidebar.url_prefix or request.path.startswith(f"{sidebar.url_prefix}/"):
+            return super().open_session(app, request)
+        return self.make_null_session(app)
+
+
 @sidebar.record_once
 def _configure(state: Any) -> None:
     """The signed session cookie that holds who signed in (Flask's session, SECRET_KEY)."""
     app = state.app
     settings = app.extensions["scrm"].settings
     app.secret_key = settings.SECRET_KEY
+    app.session_interface = SidebarSessions()
     app.config.update(
         SESSION_COOKIE_NAME="scrm_sidebar",
         SESSION_COOKIE_HTTPONLY=True,

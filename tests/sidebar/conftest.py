@@ -40,6 +40,6 @@ def worker(app) -> Iterator[WorkerThread]:
 
 def signed_in(client, userid: str):
     """The client with a sidebar session for ``userid`` (what /sidebar/auth leaves behind)."""
-    with client.session_transaction() as session:
+    with client.session_transaction("/sidebar") as session:  # the session lives under /sidebar only
         session["advisor"] = userid
     return client

@@ -11,6 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from flask import session
+from flask.sessions import NullSession
 
 from app import create_app
 from app.config import REQUIRED_IN_PRODUCTION, SANDBOX_CREDENTIALS
@@ -112,6 +114,21 @@ def test_the_page_sends_a_stranger_through_oauth_and_back(client, wecom: Sandbox
     page = client.get("/sidebar?external_userid=wm_wang")
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert b"getCurExternalContact" in page.data and b"sendChatMessage" in page.data
+
+
+def test_only_the_sidebar_opens_a_session(client, corp) -> None:
+    """The signed session is the sidebar's: a signed-in cookie means nothing to another path, and
+    code outside the sidebar cannot write one (Flask's null session refuses)."""
+    signed_in(client, "sh_a")
+    assert client.get("/sidebar/api/me").json["advisor"]["userid"] == "sh_a"
+    app = client.application
+    with app.test_request_context("/sidebar/api/me"):
+        assert not isinstance(session, NullSession)
+    for path in ("/wecom/callback", "/api/interactions", "/sidebarx", "/"):
+        with app.test_request_context(path):
+            assert isinstance(session, NullSession), path
+            with pytest.raises(RuntimeError):
+                session["advisor"] = "sh_a"
 
 
 def test_production_cookies_are_secure(app_config: dict[str, Any], clean_state: None) -> None:
