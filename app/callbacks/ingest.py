@@ -100,7 +100,7 @@ class Ingester:
 
     def _store(self, items: list[_Ticket]) -> None:
         with self.svc.engine.begin() as conn:
-            results = [inbox.store_delivery(conn, **item.row) for item in items]
+            results = inbox.store_deliveries(conn, [item.row for item in items])
         # Only now, after the commit: a rolled-back row must never be acknowledged.
         for item, stored in zip(items, results, strict=True):
             item.stored = stored

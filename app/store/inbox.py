@@ -4,8 +4,10 @@ workers (or a worker and the sweeper) racing on one row cannot both win."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,25 +25,65 @@ class Stored:
     job_generation: int
 
 
+_STORED_COLUMNS = ("source", "dedup_key", "event_type", "corp_id", "event_time", "plaintext", "received_at")
+
+
 @functools.cache
 def _store_statement(dialect: str):
-    """Built once per dialect: the callback path runs it for every event, so it should not pay
-    for building and hashing a new statement each time."""
+    """Built once per dialect: the callback path runs it for every batch, so it should not pay
+    for building and hashing a new statement each time. Executed with a list of rows, SQLAlchemy
+    sends it as one multi-row INSERT (its "insertmanyvalues"): one round trip per batch."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    columns = ("source", "dedup_key", "event_type", "corp_id", "event_time", "plaintext", "received_at")
     stmt = insert(T).values(
         {
-            **{name: bindparam(name) for name in columns},
+            **{name: bindparam(name) for name in _STORED_COLUMNS},
             "status": InboxStatus.RECEIVED,
-            "deliveries": 1,
+            "deliveries": bindparam("deliveries"),
             "attempts": 0,
             "job_generation": 1,
             "updated_at": bindparam("received_at"),
         }
     )
     return stmt.on_conflict_do_update(
-        index_elements=[T.c.dedup_key], set_={"deliveries": T.c.deliveries + 1}
-    ).returning(T.c.id, T.c.deliveries, T.c.job_generation)
+        index_elements=[T.c.dedup_key], set_={"deliveries": T.c.deliveries + stmt.excluded.deliveries}
+    ).returning(T.c.dedup_key, T.c.id, T.c.deliveries, T.c.job_generation)
+
+
+def store_deliveries(conn: Connection, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
+    """Insert callbacks, or count more deliveries of stored ones: one statement for the lot, no
+    race. Each item holds ``store_delivery``'s keyword arguments; the answer is in their order.
+
+    A key delivered twice in one batch (WeCom's retry racing its original) is inserted once
+    with both deliveries counted, and only its first occurrence is new. The rows go in key
+    order, so two batches that share keys lock them in the same order and cannot deadlock."""
+    first: dict[str, dict[str, Any]] = {}
+    for item in deliveries:
+        key = item["dedup_key"]
+        if key in first:
+            first[key]["deliveries"] += 1
+            continue
+        first[key] = {
+            "source": item["source"],
+            "dedup_key": key,
+            "event_type": item["event_type"][:96],
+            "corp_id": item["corp_id"][:64],
+            "event_time": item["event_time"],
+            "plaintext": item["plaintext"],
+            "received_at": item["now"],
+            "deliveries": 1,
+        }
+    params = [first[key] for key in sorted(first)]
+    returned = {row.dedup_key: row for row in conn.execute(_store_statement(conn.dialect.name), params)}
+    results: list[Stored] = []
+    seen: set[str] = set()
+    for item in deliveries:
+        key = item["dedup_key"]
+        row = returned[key]
+        # Counted from zero by this statement: the row is new, and this is its first delivery.
+        is_new = key not in seen and row.deliveries == first[key]["deliveries"]
+        seen.add(key)
+        results.append(Stored(id=row.id, is_new=is_new, job_generation=row.job_generation))
+    return results
 
 
 def store_delivery(
@@ -56,17 +98,16 @@ def store_delivery(
     now: datetime,
 ) -> Stored:
     """Insert a callback, or count one more delivery of a stored one. One statement, no race."""
-    params = {
+    item = {
         "source": source,
         "dedup_key": dedup_key,
-        "event_type": event_type[:96],
-        "corp_id": corp_id[:64],
+        "event_type": event_type,
+        "corp_id": corp_id,
         "event_time": event_time,
         "plaintext": plaintext,
-        "received_at": now,
+        "now": now,
     }
-    row = conn.execute(_store_statement(conn.dialect.name), params).one()
-    return Stored(id=row.id, is_new=row.deliveries == 1, job_generation=row.job_generation)
+    return store_deliveries(conn, [item])[0]
 
 
 def claim(session: Session, event_id: int, now: datetime, lease: timedelta) -> int | None:

@@ -119,3 +119,30 @@ def test_nothing_is_acknowledged_when_the_database_is_down(svc, poster) -> None:
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (0, 0)
     assert queue(EVENTS, svc.redis).count == 0
+
+
+def test_a_batch_is_one_statement_and_counts_repeats_within_it(svc) -> None:
+    from sqlalchemy import event
+
+    with svc.engine.begin() as conn:
+        (earlier,) = inbox.store_deliveries(conn, [_row(svc, "old")])
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        with svc.engine.begin() as conn:
+            batch = [_row(svc, key) for key in ("b", "a", "old", "b", "c", "b")]
+            stored = inbox.store_deliveries(conn, batch)
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+
+    assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 1
+    assert [s.is_new for s in stored] == [True, True, False, False, True, False]
+    ids = {key: s.id for key, s in zip(("b", "a", "old", "b", "c", "b"), stored, strict=True)}
+    assert ids["old"] == earlier.id and len(set(ids.values())) == 4
+    assert [s.id for s in stored][0] == stored[3].id == stored[5].id
+    with svc.sessions() as session:
+        assert inbox.delivery_totals(session) == (4, 7)  # 4 rows: old x2, b x3, a, c
