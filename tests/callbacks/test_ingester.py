@@ -143,6 +143,6 @@ def test_a_batch_is_one_statement_and_counts_repeats_within_it(svc) -> None:
     assert [s.is_new for s in stored] == [True, True, False, False, True, False]
     ids = {key: s.id for key, s in zip(("b", "a", "old", "b", "c", "b"), stored, strict=True)}
     assert ids["old"] == earlier.id and len(set(ids.values())) == 4
-    assert [s.id for s in stored][0] == stored[3].id == stored[5].id
+    assert stored[0].id == stored[3].id == stored[5].id
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (4, 7)  # 4 rows: old x2, b x3, a, c
