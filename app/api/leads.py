@@ -6,7 +6,7 @@ from flask import abort, jsonify, request
 
 from app.api import api
 from app.api.auth import require_hq_token
-from app.intake import leads
+from app.intake import assign, leads
 from app.services import services
 
 MAX_LEADS = 1000
@@ -30,5 +30,10 @@ def import_leads():
             abort(413, description=f"{len(items)} leads in one request; send at most {MAX_LEADS}")
     else:
         items = [body]
-    report = leads.import_leads(services(), enumerate(items, start=1))
+    try:
+        report = leads.import_leads(services(), enumerate(items, start=1))
+    except assign.AssignmentBusy:
+        # The decision lock stayed taken (assign.LOCK_WAIT_SECONDS). Leads stored so far wait as
+        # ``new``: sending the same request again finishes them (and the lead sweep would).
+        abort(503, description="advisor assignment is busy: send the same request again shortly")
     return jsonify(report.to_json())

@@ -8,32 +8,64 @@ to the effects ledger under the subject's key the first time it is made, so a jo
 A batch of subjects (a lead import's chunk) is decided in memory with a ``LoadBook``: today's load
 of every advisor the batch may go to is read once and counted up as each decision is made, so the
 batch gets the decisions that deciding and recording its subjects one at a time would give.
+
+capacity_per_day and max_open_leads hold exactly across processes (web imports, every worker,
+the lead sweep), for two reasons:
+
+- Reading the load, deciding and committing the decision is one critical section, serialized by
+  a Redis lock (``decision_lock``, ``LOCK_NAME``): two deciders can no longer both read the same
+  load and both give away an advisor's last place. It is held for database work only, never
+  across a WeCom call; once per ``decide`` and once per lead-import chunk.
+- A decision counts as load from the moment it is in the ledger (``loads``), not only once its
+  assignment row is written: a shared-code add records its row seconds later, after the WeCom
+  calls. The ledger key is ``assign:<subject key>`` and the row's dedup_key the subject key, so
+  a decision is counted by its ledger entry until its row exists, then by the row: never twice.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from redis.exceptions import LockError
+from sqlalchemy import Integer, case, exists, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.intake import matching
 from app.services import Services
 from app.store import effects
 from app.store.db import insert_for
-from app.store.models import Advisor, Assignment, Dealer, Lead, LeadStatus
+from app.store.models import Advisor, Assignment, Dealer, Effect, Lead, LeadStatus
+
+log = logging.getLogger(__name__)
 
 CHINA = ZoneInfo("Asia/Shanghai")
 ROSTER_CHECK_SECONDS = 5.0  # how stale a process's roster may be after `scrm roster import`
 # Assignments that did not give the advisor a customer do not count towards today's load, nor
 # does the add that fulfils a lead ("linked"): the lead's own assignment already counted it.
 _NOT_LOAD = ("failed", "unassigned", "linked")
-_LOAD_QUERY_ADVISORS = 2000  # advisors per load query: well under any driver's bound-parameter limit
+# Advisors per load query, whose three IN lists (plus a batch's up to CHUNK subject keys) stay
+# well under any driver's bound-parameter limit (SQLite 32,766; PostgreSQL 65,535).
+_LOAD_QUERY_ADVISORS = 2000
+LEDGER_PREFIX = "assign:"  # a decision's ledger key: the prefix, then the subject key (its row's dedup_key)
+_LEAD_LEDGER_PREFIX = LEDGER_PREFIX + "lead:"  # a lead's decision also opens a lead
+
+LOCK_NAME = "scrm:assign:lock"
+# The section under the lock is a few queries (a lead chunk's: well under a second). The lock
+# expires on its own after LOCK_TTL_SECONDS, so a holder that dies (killed worker, lost
+# connection) blocks the others for at most that long; it is far above any healthy section.
+LOCK_TTL_SECONDS = 30.0
+# How long a decider waits for the lock before giving up with AssignmentBusy: longer than a
+# queue of healthy sections, shorter than a job's timeout, so a stuck lock fails the job (and RQ
+# retries it later) instead of hanging it.
+LOCK_WAIT_SECONDS = 10.0
+_LOCK_POLL_SECONDS = 0.005  # sections take milliseconds: redis-py's default 0.1 s poll would idle
 
 
 @dataclass(frozen=True)
@@ -157,33 +189,61 @@ def start_of_day(now: datetime) -> datetime:
     return datetime.combine(local.date(), time(0), CHINA)
 
 
-def loads(session: Session, userids: list[str], now: datetime) -> dict[str, matching.Load]:
+def loads(
+    session: Session, userids: list[str], now: datetime, *, uncounted: Collection[str] = ()
+) -> dict[str, matching.Load]:
+    """Today's load of these advisors (one query): assignments today (China day, ``_NOT_LOAD``
+    statuses aside) and open leads, each plus the decisions in the ledger today whose assignment
+    row is not written yet (a lead's decision also opens a lead, as ``LoadBook.count`` has it).
+    ``uncounted``: subject keys whose ledger decisions the caller counts itself (a batch's own
+    subjects, ``LoadBook.read``), left out here so they are not counted twice."""
     if not userids:
         return {}
     today = start_of_day(now)
-    assigned = dict(
-        session.execute(
-            select(Assignment.advisor_userid, func.count())
-            .where(
-                Assignment.advisor_userid.in_(userids),
-                Assignment.created_at >= today,
-                Assignment.created_at < today + timedelta(days=1),
-                Assignment.status.not_in(_NOT_LOAD),
-            )
-            .group_by(Assignment.advisor_userid)
-        ).all()
+    tomorrow = today + timedelta(days=1)
+    assigned = select(
+        Assignment.advisor_userid.label("advisor"), _one(1).label("assigned"), _one(0).label("opens")
+    ).where(
+        Assignment.advisor_userid.in_(userids),
+        Assignment.created_at >= today,
+        Assignment.created_at < tomorrow,
+        Assignment.status.not_in(_NOT_LOAD),
     )
-    open_leads = dict(
-        session.execute(
-            select(Lead.advisor_userid, func.count())
-            .where(Lead.advisor_userid.in_(userids), Lead.status == LeadStatus.ASSIGNED)
-            .group_by(Lead.advisor_userid)
-        ).all()
+    open_leads = select(Lead.advisor_userid, _one(0), _one(1)).where(
+        Lead.advisor_userid.in_(userids), Lead.status == LeadStatus.ASSIGNED
+    )
+    parts = union_all(assigned, open_leads, _pending(userids, today, tomorrow, uncounted)).subquery()
+    rows = session.execute(
+        select(parts.c.advisor, func.sum(parts.c.assigned), func.sum(parts.c.opens)).group_by(parts.c.advisor)
     )
     return {
-        userid: matching.Load(assigned_today=assigned.get(userid, 0), open_leads=open_leads.get(userid, 0))
-        for userid in set(assigned) | set(open_leads)
+        userid: matching.Load(assigned_today=int(assigned_today), open_leads=int(opens))
+        for userid, assigned_today, opens in rows
     }
+
+
+def _one(value: int):
+    return literal(value, Integer)
+
+
+def _pending(userids: list[str], today: datetime, tomorrow: datetime, uncounted: Collection[str]):
+    """(advisor, 1, opens a lead) for each decision kept in the ledger today whose assignment
+    row does not exist yet: decided, so the advisor's place is taken, but not yet recorded
+    (a shared-code add writes its row after the WeCom calls; an import or the lead sweep that
+    died between the two). Once the row is written the row counts instead."""
+    advisor = Effect.result["advisor"].as_string()
+    subject = func.substr(Effect.key, len(LEDGER_PREFIX) + 1)  # the row's dedup_key
+    opens = case((Effect.key.like(_LEAD_LEDGER_PREFIX + "%"), 1), else_=0)
+    stmt = select(advisor, _one(1), opens).where(
+        Effect.created_at >= today,  # ix_effects_created_at: today's ledger only
+        Effect.created_at < tomorrow,
+        Effect.key.like(LEDGER_PREFIX + "%"),
+        advisor.in_(userids),
+        ~exists().where(Assignment.dedup_key == subject),
+    )
+    if uncounted:
+        stmt = stmt.where(Effect.key.not_in([ledger_key(key) for key in uncounted]))
+    return stmt
 
 
 # -- decide and record ----------------------------------------------------------------------------
@@ -193,42 +253,90 @@ def decide(
     svc: Services, key: str, customer: matching.Customer, exclude: dict[str, str] | None = None
 ) -> Decision:
     """The advisor for the subject ``key`` (e.g. ``customer:<external_userid>``, ``lead:<id>``).
-    Made once: later calls with the same key return the first decision."""
+    Made once: later calls with the same key return the first decision. A new decision is made
+    and committed under ``decision_lock`` (raises AssignmentBusy when it cannot be had)."""
+    found = effects.recorded(svc.sessions, ledger_key(key))
+    if found is not None:  # decided before: no lock needed
+        return Decision.from_json(found)
+    roster = roster_cache(svc).get(svc)  # outside the lock: a rebuild reads the whole roster
 
     def compute() -> dict[str, Any]:
-        roster = roster_cache(svc).get(svc)
         with svc.sessions() as session:
             current = loads(session, roster.candidates(customer), svc.clock.now())
         return Decision.of(roster.match(customer, current, exclude=exclude)).to_json()
 
-    result, _ = effects.once(svc.sessions, ledger_key(key), svc.clock.now(), compute)
+    with decision_lock(svc):
+        # ``once`` looks in the ledger again: another process may have decided meanwhile.
+        result, _ = effects.once(svc.sessions, ledger_key(key), svc.clock.now(), compute)
     return Decision.from_json(result)
 
 
 def ledger_key(key: str) -> str:
     """The effects-ledger key of the decision about the subject ``key``."""
-    return f"assign:{key}"
+    return f"{LEDGER_PREFIX}{key}"
+
+
+class AssignmentBusy(RuntimeError):
+    """The decision lock could not be had within LOCK_WAIT_SECONDS. Nothing was decided: a
+    worker job lets it propagate so RQ retries the job later (the lock will have been released,
+    or have expired); a lead import leaves its leads ``new`` for the next import or the sweep."""
+
+
+@contextmanager
+def decision_lock(svc: Services) -> Iterator[None]:
+    """Hold the cross-process lock around reading load, deciding and committing the decisions
+    (database work only: never hold it across a WeCom call). Not reentrant."""
+    lock = svc.redis.lock(
+        LOCK_NAME,
+        timeout=LOCK_TTL_SECONDS,
+        sleep=_LOCK_POLL_SECONDS,
+        blocking_timeout=LOCK_WAIT_SECONDS,
+    )
+    if not lock.acquire():
+        raise AssignmentBusy(f"{LOCK_NAME} not free after {LOCK_WAIT_SECONDS:g} s")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            # The section outlived LOCK_TTL_SECONDS and the lock expired under it: another
+            # decider may have run alongside. What was committed stands; say so loudly.
+            log.warning(
+                "%s expired before its holder released it (section > %g s)", LOCK_NAME, LOCK_TTL_SECONDS
+            )
 
 
 class LoadBook:
     """Today's load of the advisors a batch of subjects may go to, read once (``read``) and
     counted up in memory as the batch is decided in order: a subject decided here sees every
     earlier decision of the batch in its advisors' load, as it would had each been recorded
-    before the next was made, so capacity_per_day and max_open_leads hold within the batch.
-    Decisions are not written anywhere: the caller keeps them (``keep_decisions``)."""
+    before the next was made. Decisions are not written anywhere: the caller keeps them
+    (``keep_decisions``), and must read, decide and commit under ``decision_lock`` for
+    capacity_per_day and max_open_leads to hold across processes too."""
 
     def __init__(self, roster: matching.Roster, current: Mapping[str, matching.Load]) -> None:
         self.roster = roster
         self.current = dict(current)
 
     @classmethod
-    def read(cls, svc: Services, customers: Sequence[matching.Customer], now: datetime) -> LoadBook:
+    def read(
+        cls,
+        svc: Services,
+        customers: Sequence[matching.Customer],
+        now: datetime,
+        *,
+        subjects: Collection[str] = (),
+    ) -> LoadBook:
+        """``subjects``: the batch's subject keys. Their decisions already in the ledger are left
+        out of the load read here: the caller counts them (``count``) as it reuses them."""
         roster = roster_cache(svc).get(svc)
         userids = sorted({userid for customer in customers for userid in roster.candidates(customer)})
         current: dict[str, matching.Load] = {}
         with svc.sessions() as session:
             for start in range(0, len(userids), _LOAD_QUERY_ADVISORS):
-                current.update(loads(session, userids[start : start + _LOAD_QUERY_ADVISORS], now))
+                batch = userids[start : start + _LOAD_QUERY_ADVISORS]
+                current.update(loads(session, batch, now, uncounted=subjects))
         return cls(roster, current)
 
     def decide(self, customer: matching.Customer, *, opens_lead: bool = True) -> Decision:

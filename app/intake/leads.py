@@ -23,6 +23,9 @@ nearly all of a 1000-lead request's time (bench/leads.py). Per chunk:
   the chunk may go to is read once and each decision is counted into it before the next lead is
   decided (``assign.LoadBook``), so capacity_per_day and max_open_leads hold exactly as they do
   one lead at a time. A decision an earlier attempt kept in the ledger is reused, and counted.
+  From this read to the commit of ``write_assignments`` the chunk holds the decision lock
+  (``assign.decision_lock``), once per chunk: concurrent imports, workers and the lead sweep
+  decide one after another, so the limits hold across processes too.
 - ``write_assignments``: one transaction locks the leads (FOR UPDATE, in id order), and for
   those still ``new`` writes the decisions to the ledger (first writer wins: a lead another
   process decided keeps that decision), the assignment rows, the leads' status and their
@@ -413,9 +416,13 @@ def assign_many(svc: Services, leads: Sequence[Lead]) -> dict[int, str | None]:
     if not leads:
         return {}
     now = svc.clock.now()
-    decisions = decide_in_order(svc, leads, now)
-    with svc.sessions.begin() as session:
-        advisors, assigned = write_assignments(session, leads, decisions, now)
+    assign.roster_cache(svc).get(svc)  # before the lock: a rebuild reads the whole roster
+    # Once per chunk: reading the load, deciding and committing it all is one critical section,
+    # so no other process decides on the load this chunk read before the chunk's rows commit.
+    with assign.decision_lock(svc):
+        decisions = decide_in_order(svc, leads, now)
+        with svc.sessions.begin() as session:
+            advisors, assigned = write_assignments(session, leads, decisions, now)
     enqueue_cards(svc, [lead.id for lead in assigned if lead.advisor_userid])
     return advisors
 
@@ -424,9 +431,11 @@ def decide_in_order(svc: Services, leads: Sequence[Lead], now: datetime) -> dict
     """Each lead's advisor, in order: the decision in the ledger if an earlier attempt kept one,
     else the engine's under today's load plus the decisions made before it here."""
     customers = [lead_customer(lead) for lead in leads]
-    book = assign.LoadBook.read(svc, customers, now)
+    subjects = [lead_subject(lead.id) for lead in leads]
+    # The load leaves out these leads' own decisions in the ledger: they are counted below, once.
+    book = assign.LoadBook.read(svc, customers, now, subjects=subjects)
     with svc.sessions() as session:
-        earlier = assign.recorded_decisions(session, [lead_subject(lead.id) for lead in leads])
+        earlier = assign.recorded_decisions(session, subjects)
     decisions: dict[int, assign.Decision] = {}
     for lead, customer in zip(leads, customers, strict=True):
         decision = earlier.get(lead_subject(lead.id))
@@ -552,6 +561,8 @@ def assign_lead(svc: Services, lead_id: int) -> str | None:
         ensure_card(svc, lead)
         return lead.advisor_userid
     key = lead_subject(lead_id)
+    # Committed to the ledger under the decision lock; until the row below is written, the
+    # decision counts towards its advisor's load from there (assign.loads).
     decision = assign.decide(svc, key, lead_customer(lead))
     now = svc.clock.now()
     with svc.sessions.begin() as session:

@@ -285,7 +285,8 @@ class Effect(Base):
 
     key: Mapped[str] = mapped_column(String(191), primary_key=True)
     result: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime]
+    # Indexed: today's advisor decisions not yet recorded count as load (app/intake/assign.py).
+    created_at: Mapped[datetime] = mapped_column(index=True)
 
 
 

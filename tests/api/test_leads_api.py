@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.api.leads import MAX_LEADS
+from app.intake import assign
 from app.store.models import Lead
 from tests.intake.test_leads import PHONE, lead_row, seed_roster
 
@@ -108,3 +109,18 @@ def test_a_huge_body_is_413(client, svc) -> None:
     response = client.post("/api/leads", data=body, content_type="application/json", headers=AUTH)
     assert response.status_code == 413
     assert response.json["error"] == "request_entity_too_large"
+
+
+def test_assignment_busy_is_503_and_sending_again_finishes_the_leads(
+    client, svc, roster, monkeypatch
+) -> None:
+    monkeypatch.setattr(assign, "LOCK_WAIT_SECONDS", 0.05)
+    svc.redis.set(assign.LOCK_NAME, "another importer", px=10_000)
+    response = client.post("/api/leads", json={"leads": [lead_row(external_ref="B1")]}, headers=AUTH)
+    assert response.status_code == 503 and response.json["error"] == "service_unavailable"
+    assert _count(svc) == 1  # stored, still new
+
+    svc.redis.delete(assign.LOCK_NAME)
+    response = client.post("/api/leads", json={"leads": [lead_row(external_ref="B1")]}, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json["results"][0]["advisor"] is not None

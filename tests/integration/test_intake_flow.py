@@ -265,3 +265,18 @@ def test_a_lead_reaches_its_advisor_and_is_linked_when_the_customer_adds_them(
     assert customer.profile["intent"] == 85 and customer.profile["lead_id"] == lead.id
     assert "lead_linked" in _kinds(svc, ext)
     assert "13800000001" not in str(stored)
+
+
+def test_a_job_that_cannot_have_the_decision_lock_fails_before_any_wecom_call_and_is_retried(
+    corp: SandboxServer, svc, work, monkeypatch
+) -> None:
+    monkeypatch.setattr(assign, "LOCK_WAIT_SECONDS", 0.05)
+    svc.redis.set(assign.LOCK_NAME, "a stuck holder", px=60_000)
+    ext = corp.platform.customer_adds(config_id=_way(corp, "sh_rc", "qr.SH01.RAV4")).data["external_userid"]
+    work()
+
+    with svc.sessions() as session:
+        event = session.scalars(select(InboxEvent)).one()
+        decided = session.scalars(select(Effect.key).where(Effect.key.like("assign:%"))).all()
+    assert event.attempts == 3 and "AssignmentBusy" in (event.last_error or "")  # RQ retried it
+    assert decided == [] and _welcomes(corp, ext) == []  # nothing decided, nothing sent

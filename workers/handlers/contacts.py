@@ -94,6 +94,10 @@ def _customer_added(ctx: HandlerContext, confirmed: bool) -> None:
     # 1. Who keeps the customer: a shared code asks the engine; any other code keeps the receiver.
     key = f"event:{ctx.inbox_id}"
     if state.is_shared and confirmed:
+        # Before any WeCom call: decide() holds the decision lock only for its own queries, and
+        # its AssignmentBusy (lock not free in time) fails the job before anything was sent, so
+        # RQ's retry starts clean. The decision counts as load from the ledger until the row is
+        # written in step 6 (same key: ledger "assign:event:<id>", row "event:<id>").
         decision = assign.decide(svc, key, profile.to_customer(base_profile))
         reason = "shared_code"
     else:
