@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from app.intake import assign
 from app.intake import leads as lead_import
 from app.services import services
 
@@ -106,9 +107,14 @@ def import_command(file: Path, source: str | None) -> None:
         text = read_text(file)
     except UnicodeDecodeError:
         raise click.ClickException(f"{name}: not UTF-8 or GB18030 text") from None
-    report = lead_import.import_leads(
-        services(), read_rows(text, warn), default_source=source, on_result=show
-    )
+    try:
+        report = lead_import.import_leads(
+            services(), read_rows(text, warn), default_source=source, on_result=show
+        )
+    except assign.AssignmentBusy as exc:
+        # Rows stored so far wait as ``new``: running the same import again finishes them.
+        message = f"{name}: advisor assignment is busy ({exc}); run the same import again"
+        raise click.ClickException(message) from None
     click.echo(
         f"{name}: {report.created} created, {report.duplicates} duplicates, {report.invalid} invalid "
         f"({len(report.results)} rows)"

@@ -123,7 +123,8 @@ def choose(
 
     customer = matching.Customer(dealer_code=dealer, city=city, model=model, segment=SEGMENT)
     with svc.sessions() as session:
-        current = assign.loads(session, roster.candidates(customer), svc.clock.now())
+        window = assign.pending_window(svc.settings)
+        current = assign.loads(session, roster.candidates(customer), svc.clock.now(), pending_for=window)
         match = roster.match(customer, current)
         if match.chosen is None:
             raise NoAdvisor(match.reason)

@@ -159,6 +159,24 @@ def test_a_lead_decision_not_yet_recorded_also_opens_a_lead_and_is_counted_once(
     assert book.current["a1"] == matching.Load(1, 1)
 
 
+def test_a_decision_whose_job_gave_up_stops_counting_after_the_pending_window(svc) -> None:
+    """A decision waits for its row at most as long as its job and all its retries can run;
+    older ones are not read, so the query stays small on a busy day (the last hour, not the day)."""
+    _roster(svc, capacity=5)
+    kept = assign.Decision("a1", "SH01", 1.0, {})
+    now = svc.clock.now()
+    window = assign.pending_window(svc.settings)
+    assert window == timedelta(seconds=sum(svc.settings.retry_intervals)) + (
+        1 + len(svc.settings.retry_intervals)
+    ) * timedelta(seconds=svc.settings.JOB_TIMEOUT)
+    effects.record(svc.sessions, assign.ledger_key("event:1"), kept.to_json(), now - window / 2)
+    effects.record(svc.sessions, assign.ledger_key("event:2"), kept.to_json(), now - window * 1.01)
+    with svc.sessions() as session:
+        assert assign.loads(session, ["a1"], now, pending_for=window) == {"a1": matching.Load(1, 0)}
+        assert assign.start_of_day(now) < now - window * 1.01  # 10:00 in China: both are today's
+        assert assign.loads(session, ["a1"], now) == {"a1": matching.Load(2, 0)}  # the whole day
+
+
 def test_a_lock_left_by_a_dead_holder_expires(svc) -> None:
     _roster(svc, capacity=2)
     svc.redis.set(assign.LOCK_NAME, "a worker that was killed", px=300)

@@ -13,7 +13,7 @@ import responses
 from sqlalchemy import func, select
 
 from app.config import load_settings
-from app.intake import leads, phones
+from app.intake import assign, leads, phones
 from app.intake import state as states
 from app.store.models import Assignment, Effect, Interaction, Lead, LeadStatus
 from tests.support import roster as rows
@@ -405,6 +405,24 @@ def test_csv_with_chinese_headers(svc, roster, scrm) -> None:
     again = scrm("leads", "import", str(FIXTURES / "good.csv"), "--source", "cdp")
     assert again.exit_code == 0
     assert "0 created, 3 duplicates, 0 invalid" in again.output
+
+
+def test_csv_import_while_assignment_is_busy_says_so_and_running_it_again_finishes(
+    svc, roster, scrm, monkeypatch
+) -> None:
+    monkeypatch.setattr(assign, "LOCK_WAIT_SECONDS", 0.05)
+    svc.redis.set(assign.LOCK_NAME, "another importer", px=10_000)
+    path = FIXTURES / "good.csv"
+    busy = scrm("leads", "import", str(path), "--source", "cdp")
+    assert busy.exit_code == 1
+    assert f"Error: {path}: advisor assignment is busy" in busy.output
+    assert "Traceback" not in busy.output
+
+    svc.redis.delete(assign.LOCK_NAME)
+    again = scrm("leads", "import", str(path), "--source", "cdp")
+    assert again.exit_code == 0, again.output
+    with svc.sessions() as session:
+        assert session.scalar(select(func.count()).where(Lead.status == LeadStatus.ASSIGNED)) == 3
 
 
 def test_csv_errors_name_file_line_and_field_and_good_rows_import(svc, roster, scrm) -> None:
