@@ -24,6 +24,7 @@ the lead sweep), for two reasons:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from redis.exceptions import LockError
-from sqlalchemy import Integer, case, exists, func, literal, select, union_all
+from sqlalchemy import BindParameter, Integer, bindparam, case, exists, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -218,8 +219,29 @@ def loads(
     if not userids:
         return {}
     today = start_of_day(now)
-    tomorrow = today + timedelta(days=1)
-    pending_since = today if pending_for is None else max(today, now - pending_for)
+    params = {
+        "userids": list(userids),
+        "today": today,
+        "tomorrow": today + timedelta(days=1),
+        "pending_since": today if pending_for is None else max(today, now - pending_for),
+        "uncounted": [ledger_key(key) for key in uncounted],
+    }
+    return {
+        userid: matching.Load(assigned_today=int(assigned_today), open_leads=int(opens))
+        for userid, assigned_today, opens in session.execute(_load_statement(), params)
+    }
+
+
+def _one(value: int):
+    return literal(value, Integer)
+
+
+@functools.cache
+def _load_statement():
+    """Built once: every decision runs it (under the decision lock), and building and hashing
+    this union anew cost more than running it (bench/leads.py, one lead at a time)."""
+    userids = bindparam("userids", expanding=True)
+    today, tomorrow = bindparam("today"), bindparam("tomorrow")
     assigned = select(
         Assignment.advisor_userid.label("advisor"), _one(1).label("assigned"), _one(0).label("opens")
     ).where(
@@ -231,39 +253,28 @@ def loads(
     open_leads = select(Lead.advisor_userid, _one(0), _one(1)).where(
         Lead.advisor_userid.in_(userids), Lead.status == LeadStatus.ASSIGNED
     )
-    pending = _pending(userids, pending_since, tomorrow, uncounted)
-    parts = union_all(assigned, open_leads, pending).subquery()
-    rows = session.execute(
-        select(parts.c.advisor, func.sum(parts.c.assigned), func.sum(parts.c.opens)).group_by(parts.c.advisor)
-    )
-    return {
-        userid: matching.Load(assigned_today=int(assigned_today), open_leads=int(opens))
-        for userid, assigned_today, opens in rows
-    }
+    parts = union_all(assigned, open_leads, _pending(userids, tomorrow)).subquery()
+    totals = select(parts.c.advisor, func.sum(parts.c.assigned), func.sum(parts.c.opens))
+    return totals.group_by(parts.c.advisor)
 
 
-def _one(value: int):
-    return literal(value, Integer)
-
-
-def _pending(userids: list[str], since: datetime, tomorrow: datetime, uncounted: Collection[str]):
-    """(advisor, 1, opens a lead) for each decision kept in the ledger today whose assignment
-    row does not exist yet: decided, so the advisor's place is taken, but not yet recorded
-    (a shared-code add writes its row after the WeCom calls; an import or the lead sweep that
-    died between the two). Once the row is written the row counts instead."""
+def _pending(userids: BindParameter, tomorrow: BindParameter):
+    """(advisor, 1, opens a lead) for each decision kept in the ledger since ``pending_since``
+    whose assignment row does not exist yet: decided, so the advisor's place is taken, but not
+    yet recorded (a shared-code add writes its row after the WeCom calls; an import or the lead
+    sweep that died between the two). Once the row is written the row counts instead. Ledger
+    keys in ``uncounted`` are left out (their batch counts them)."""
     advisor = Effect.result["advisor"].as_string()
     subject = func.substr(Effect.key, len(LEDGER_PREFIX) + 1)  # the row's dedup_key
     opens = case((Effect.key.like(_LEAD_LEDGER_PREFIX + "%"), 1), else_=0)
-    stmt = select(advisor, _one(1), opens).where(
-        Effect.created_at >= since,  # ix_effects_created_at: the recent ledger only
+    return select(advisor, _one(1), opens).where(
+        Effect.created_at >= bindparam("pending_since"),  # ix_effects_created_at: the recent ledger
         Effect.created_at < tomorrow,
         Effect.key.like(LEDGER_PREFIX + "%"),
         advisor.in_(userids),
+        Effect.key.not_in(bindparam("uncounted", expanding=True)),
         ~exists().where(Assignment.dedup_key == subject),
     )
-    if uncounted:
-        stmt = stmt.where(Effect.key.not_in([ledger_key(key) for key in uncounted]))
-    return stmt
 
 
 # -- decide and record ----------------------------------------------------------------------------
