@@ -1,6 +1,6 @@
 """Instructions per callback, counted by valgrind's callgrind: a figure that does not move with
 the machine's other load, unlike bench/callbacks.py's throughput (on a shared 2-core host that
-moves by up to 20 % from run to run).
+moves by up to a half from run to run).
 
 Each target answers the same encrypted add_external_contact callbacks in-process through Flask's
 test client, single-threaded: the bare Flask endpoint (the baseline) and the real /wecom/callback
