@@ -127,6 +127,26 @@ def test_children_never_see_the_callers_scrm_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_capacity_check_catches_an_advisor_given_too_much() -> None:
+    from collections import Counter
+
+    from app.demo.report import Observed, _capacity_check
+
+    seen = Observed(platform={}, statuses={}, rows=0, deliveries=0, interactions={}, feed=None, played=None)  # type: ignore[arg-type]
+    seen.limits = {"a1": (2, 5), "a2": (3, 1)}
+    seen.engine_load = Counter({("a1", "2026-11-24"): 2, ("a2", "2026-11-24"): 1})
+    seen.day_load = Counter({("a1", "2026-11-24"): 3, ("a2", "2026-11-24"): 1})  # a1: one own-code add
+    seen.open_leads = Counter({"a1": 2, "a2": 1})
+    check = _capacity_check(seen)
+    assert check.ok and "3 engine choices, 1 advisor-days at capacity" in check.text
+
+    seen.engine_load[("a1", "2026-11-24")] = 3
+    assert not _capacity_check(seen).ok and "a1 got 3 on 2026-11-24 (capacity 2)" in _capacity_check(seen).text
+    seen.engine_load[("a1", "2026-11-24")] = 2
+    seen.open_leads["a2"] = 2
+    assert not _capacity_check(seen).ok and "a2 holds 2 open leads (at most 1)" in _capacity_check(seen).text
+
+
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     result = subprocess.run(

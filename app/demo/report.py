@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +29,7 @@ from app.demo.feed import FeedRead
 from app.demo.play import Played
 from app.demo.scenario import LEAD_LINK, LEAD_UNIONID, OWN, SHARED, Scenario
 from app.demo.sop_report import SopSeen, collect_sop, expected_sop_interactions, sop_checks, sop_lines
+from app.intake.assign import start_of_day
 from app.sandbox import SandboxServer
 from app.services import Services
 from app.store import inbox
@@ -94,6 +96,12 @@ class Observed:
     churn_cards: int = 0  # textcards to dealer managers titled 客户流失提醒
     lead_cards: int = 0  # textcards to advisors titled 新线索
     pending_transfers: int = 0
+    # the engine's own choices (shared codes, leads, transfer retries) per (advisor, China day),
+    # open leads per advisor, and each advisor's (capacity_per_day, max_open_leads)
+    engine_load: Counter[tuple[str, str]] = field(default_factory=Counter)
+    day_load: Counter[tuple[str, str]] = field(default_factory=Counter)  # every customer that counts
+    open_leads: Counter[str] = field(default_factory=Counter)
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     sop: SopSeen | None = None  # the simulated days, when they ran
     campaigns: CampaignsSeen | None = None  # the campaigns, when they ran
 
@@ -183,6 +191,11 @@ def _collect_intake(session: Any, seen: Observed) -> None:
             seen.linked_by[str(payload.get("by"))] += 1
     for row in session.scalars(select(Assignment).order_by(Assignment.id)):
         explanation = row.explanation or {}
+        if row.advisor_userid and row.status not in ("failed", "unassigned", "linked"):
+            day = start_of_day(row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC)).date()
+            seen.day_load[(row.advisor_userid, day.isoformat())] += 1
+            if row.dedup_key.startswith("lead:") or row.reason in ("shared_code", "transfer_retry"):
+                seen.engine_load[(row.advisor_userid, day.isoformat())] += 1
         seen.assignments.append(
             AssignmentRow(
                 row.dedup_key,
@@ -200,10 +213,20 @@ def _collect_intake(session: Any, seen: Observed) -> None:
         (lead.id, lead.dealer_code, lead.status, lead.external_userid)
         for lead in session.scalars(select(Lead))
     ]
-    for userid, dealer, active in session.execute(
-        select(Advisor.userid, Advisor.dealer_code, Advisor.active)
+    seen.open_leads = Counter(
+        session.scalars(select(Lead.advisor_userid).where(Lead.status == LeadStatus.ASSIGNED))
+    )
+    for userid, dealer, active, capacity, max_open in session.execute(
+        select(
+            Advisor.userid,
+            Advisor.dealer_code,
+            Advisor.active,
+            Advisor.capacity_per_day,
+            Advisor.max_open_leads,
+        )
     ):
         seen.advisors[userid] = (dealer, bool(active))
+        seen.limits[userid] = (capacity, max_open)
     for dealer in session.scalars(select(Dealer)):
         seen.dealer_models[dealer.code] = set(dealer.models or ())
         if dealer.manager_userid:
@@ -475,6 +498,7 @@ def checks(scenario: Scenario, seen: Observed, emitted_by_player: int) -> list[C
         )
     )
     results.append(_shared_customers_check(scenario, seen))
+    results.append(_capacity_check(seen))
     transfers = _transfer_rows(seen)
     results.append(
         Check(
@@ -534,6 +558,30 @@ def checks(scenario: Scenario, seen: Observed, emitted_by_player: int) -> list[C
     if seen.campaigns is not None:
         results += [Check(ok, text) for ok, text in campaign_checks(seen.campaigns)]
     return results
+
+
+def _capacity_check(seen: Observed) -> Check:
+    """The engine never gave an advisor more than capacity_per_day in a day, nor more open leads
+    than max_open_leads, though the web's lead imports and the worker's adds decide at once.
+    (Customers who scanned an advisor's own code count towards the load but are not limited.)"""
+    over = [
+        f"{advisor} got {count} on {day} (capacity {seen.limits.get(advisor, (0, 0))[0]})"
+        for (advisor, day), count in sorted(seen.engine_load.items())
+        if count > seen.limits.get(advisor, (0, 0))[0]
+    ] + [
+        f"{advisor} holds {count} open leads (at most {seen.limits.get(advisor, (0, 0))[1]})"
+        for advisor, count in sorted(seen.open_leads.items())
+        if advisor and count > seen.limits.get(advisor, (0, 0))[1]
+    ]
+    full = sum(
+        1 for (advisor, _), count in seen.day_load.items() if count >= seen.limits.get(advisor, (0, 0))[0]
+    )
+    return Check(
+        not over,
+        f"no advisor given more than their daily capacity or open-lead limit "
+        f"({sum(seen.engine_load.values())} engine choices, {full} advisor-days at capacity"
+        + (f"; e.g. {over[0]})" if over else ")"),
+    )
 
 
 def _shared_customers_check(scenario: Scenario, seen: Observed) -> Check:
