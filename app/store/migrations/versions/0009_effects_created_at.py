@@ -1,6 +1,6 @@
-"""effects.created_at index: an advisor decision kept in the ledger today whose assignment row is
-not written yet counts towards the advisor's load (app/intake/assign.py ``loads``), so every
-load read scans today's part of the ledger
+"""effects.created_at index: an advisor decision kept in the ledger whose assignment row is not
+written yet counts towards the advisor's load (app/intake/assign.py ``loads``), so every load
+read scans the ledger's last ``pending_window`` (about an hour)
 
 Revision ID: 0009
 Revises: 0008
