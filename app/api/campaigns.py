@@ -6,6 +6,9 @@ app/campaigns/store.py); another dealer's campaign is a 404 to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import abort, g, jsonify, request
 from pydantic import ValidationError
 
@@ -13,7 +16,7 @@ from app.api import api
 from app.api.auth import require_hq_or_dealer_token
 from app.campaigns import progress, results, states, store
 from app.campaigns.model import CampaignSpec, spec_errors
-from app.services import services
+from app.services import Services, services
 from app.store.campaign_models import Campaign
 
 MAX_BODY_BYTES = 256 * 1024
@@ -93,7 +96,14 @@ def _with_progress(session, campaign: Campaign) -> dict:
     return {**store.to_json(session, campaign), "progress": progress.figures(session, campaign.id)}
 
 
-def _move(campaign_id: int, sources: tuple[str, ...], target: str):
+def _change(
+    campaign_id: int,
+    apply: Callable[..., Any],
+    after: Callable[[Services, Any], None] | None = None,
+):
+    """A state change the caller asked for: the optional ``{"reason": …}`` of the body, 403 for
+    another dealer's campaign, ``apply(session, actor=, now=, reason=)`` in one transaction (409
+    on StateConflict), then ``after(svc, what apply returned)`` once it is committed."""
     svc = services()
     caller = g.api_caller
     body = request.get_json(force=True, silent=True) or {}
@@ -103,13 +113,20 @@ def _move(campaign_id: int, sources: tuple[str, ...], target: str):
         if not store.may_change(campaign, caller.dealer):
             return _error(403, "forbidden", f"campaign {campaign_id} was made by {campaign.created_by}")
         try:
-            states.move(
-                session, campaign_id, sources, target, actor=caller.actor, now=svc.clock.now(), reason=reason
-            )
+            outcome = apply(session, actor=caller.actor, now=svc.clock.now(), reason=reason)
         except states.StateConflict as exc:
             return _error(409, "conflict", str(exc), state=exc.current)
         session.commit()
+        if after is not None:
+            after(svc, outcome)
         return jsonify(_with_progress(session, session.get(Campaign, campaign_id)))
+
+
+def _move(campaign_id: int, sources: tuple[str, ...], target: str):
+    def move(session, **who: Any) -> None:
+        states.move(session, campaign_id, sources, target, **who)
+
+    return _change(campaign_id, move)
 
 
 @api.post("/campaigns/<int:campaign_id>/cancel")
@@ -117,26 +134,15 @@ def _move(campaign_id: int, sources: tuple[str, ...], target: str):
 def cancel_campaign(campaign_id: int):
     """Draft, scheduled, submitting or waiting → cancelled (body ``{"reason": …}`` optional); 409
     from done / cancelled. Once handed to WeCom, a job cancels the advisors' open tasks."""
-    svc = services()
-    caller = g.api_caller
-    body = request.get_json(force=True, silent=True) or {}
-    reason = body.get("reason") if isinstance(body, dict) and isinstance(body.get("reason"), str) else None
-    with svc.sessions() as session:
-        campaign = _campaign(session, campaign_id)
-        if not store.may_change(campaign, caller.dealer):
-            return _error(403, "forbidden", f"campaign {campaign_id} was made by {campaign.created_by}")
-        try:
-            left = results.mark_cancelled(
-                session, campaign_id, actor=caller.actor, now=svc.clock.now(), reason=reason
-            )
-        except states.StateConflict as exc:
-            return _error(409, "conflict", str(exc), state=exc.current)
-        session.commit()
+
+    def cancel_open_tasks(svc: Services, left: str) -> None:
         if left in (states.SUBMITTING, states.WAITING):
             from workers.campaign_jobs import enqueue_cancel
 
             enqueue_cancel(svc, campaign_id)
-        return jsonify(_with_progress(session, session.get(Campaign, campaign_id)))
+
+    mark = results.mark_cancelled
+    return _change(campaign_id, lambda session, **who: mark(session, campaign_id, **who), cancel_open_tasks)
 
 
 @api.post("/campaigns/<int:campaign_id>/schedule")
