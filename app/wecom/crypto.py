@@ -52,7 +52,8 @@ class CallbackCrypto:
 
     def check(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> None:
         expected = signature(self.token, timestamp, nonce, encrypt)
-        if not hmac.compare_digest(expected, msg_signature.lower()):
+        # As bytes: compare_digest raises TypeError on a str with non-ASCII characters.
+        if not hmac.compare_digest(expected.encode(), msg_signature.lower().encode()):
             raise BadSignature("msg_signature does not match")
 
     def decrypt(self, encrypt: str) -> str:

@@ -29,7 +29,10 @@ def parse_xml(text: str | bytes) -> dict[str, XmlValue]:
         raise MalformedXml(f"forbidden XML construct: {type(exc).__name__}") from None
     except (ParseError, ValueError, UnicodeError) as exc:
         raise MalformedXml(f"not well-formed XML: {type(exc).__name__}") from None
-    value = _element_value(root)
+    try:
+        value = _element_value(root)
+    except RecursionError:  # well-formed but nested thousands deep: no WeCom XML looks like that
+        raise MalformedXml("XML nested too deeply") from None
     if not isinstance(value, dict):
         raise MalformedXml("the root element has no fields")
     return value

@@ -169,6 +169,28 @@ def test_missing_signature_parameters_are_403(client, svc, wecom: CallbackCrypto
     _nothing_stored(svc)
 
 
+def test_a_non_ascii_signature_is_403_not_a_crash(client, svc, wecom: CallbackCrypto) -> None:
+    # hmac.compare_digest refuses str with non-ASCII characters (TypeError): that was a 500.
+    _, body = wecom.seal_callback(ADD, "1700000000", "1")
+    query = {"msg_signature": "é" * 40, "timestamp": "1700000000", "nonce": "1"}
+    assert client.post("/wecom/callback", query_string=query, data=body.encode()).status_code == 403
+    echostr = wecom.encrypt("1")
+    assert client.get("/wecom/callback", query_string={**query, "echostr": echostr}).status_code == 403
+    _nothing_stored(svc)
+
+
+def test_deeply_nested_xml_is_400_not_a_crash(client, svc, wecom: CallbackCrypto) -> None:
+    # Well-formed but nested thousands deep: reading it recursively was a RecursionError (500),
+    # before the signature check for the envelope and after it for the plaintext.
+    deep = "<a>" * 5000 + "</a>" * 5000
+    query = {"msg_signature": "f" * 40, "timestamp": "1700000000", "nonce": "1"}
+    envelope = f"<xml><Encrypt>x</Encrypt>{deep}</xml>"
+    assert client.post("/wecom/callback", query_string=query, data=envelope.encode()).status_code == 400
+    inner = wecom.encrypt(f"<xml><MsgType>event</MsgType><Event>x</Event>{deep}</xml>")
+    assert _signed_post(client, f"<xml><Encrypt>{inner}</Encrypt></xml>", inner).status_code == 400
+    _nothing_stored(svc)
+
+
 def test_body_over_64_kib_is_413(client, svc, wecom: CallbackCrypto) -> None:
     padding = "<Pad>" + "x" * (70 * 1024) + "</Pad>"
     sig, body = wecom.seal_callback(ADD.replace("</xml>", padding + "</xml>"), "1700000000", "9")
