@@ -44,8 +44,17 @@ def test_corp_tag_library(wecom_api: WeComApi, corp: dict[str, Any]) -> None:
     everything = wecom_api.post("externalcontact/get_corp_tag_list")["tag_group"]
     assert [g["group_name"] for g in everything] == ["车型", "意向"]
     assert [t["name"] for t in everything[0]["tag"]] == ["SUV", "轿车", "MPV"]
-    only_mpv = wecom_api.post("externalcontact/get_corp_tag_list", {"tag_id": [mpv], "group_id": ["ignored"]})
+    only_mpv = wecom_api.post("externalcontact/get_corp_tag_list", {"tag_id": [mpv]})
     assert [[t["id"] for t in g["tag"]] for g in only_mpv["tag_group"]] == [[mpv]]
+    # Doc 92117: given both, tag_id is ignored and group_id alone filters.
+    both = wecom_api.post(
+        "externalcontact/get_corp_tag_list",
+        {"tag_id": [mpv], "group_id": [new_group["tag_group"]["group_id"]]},
+    )
+    assert [(g["group_name"], [t["name"] for t in g["tag"]]) for g in both["tag_group"]] == [("意向", ["高"])]
+    assert wecom_api.post(
+        "externalcontact/get_corp_tag_list", {"tag_id": [mpv], "group_id": ["etNoSuchGroup"]}
+    )["tag_group"] == []
     by_group = wecom_api.post(
         "externalcontact/get_corp_tag_list", {"group_id": [new_group["tag_group"]["group_id"]]}
     )

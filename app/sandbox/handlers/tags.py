@@ -36,20 +36,22 @@ def _group(group: TagGroup, tags: list[Tag], with_deleted: bool = True) -> dict[
 
 @api("externalcontact/get_corp_tag_list", "POST")
 def get_corp_tag_list(call: Call) -> dict[str, Any]:
-    """All groups, or the groups of the given tag ids (with only those tags), or the given groups.
-    As documented, group_id is ignored when tag_id is given."""
+    """All groups, or the given groups, or the groups of the given tag ids (with only those tags).
+    As documented (doc 92117: 同时传递tag_id和group_id时，忽略tag_id，仅以group_id作为过滤条件),
+    tag_id is ignored when group_id is given."""
     tag_ids, group_ids = set(call.strings("tag_id")), set(call.strings("group_id"))
     groups = []
     for group in call.state.tag_groups.values():
         if group.deleted:
             continue
         tags = [tag for tag in group.tags if not tag.deleted]
-        if tag_ids:
+        if group_ids:
+            if group.group_id not in group_ids:
+                continue
+        elif tag_ids:
             tags = [tag for tag in tags if tag.id in tag_ids]
             if not tags:
                 continue
-        elif group_ids and group.group_id not in group_ids:
-            continue
         groups.append(_group(group, tags))
     return {"tag_group": groups}
 
