@@ -67,7 +67,7 @@ class Simulated:
     loaded: dict[str, str] = field(default_factory=dict)  # card id → load status (new, unchanged …)
     rejected: list[str] = field(default_factory=list)  # problems of rejected files
     tags_created: int = 0
-    started: datetime | None = None  # simulated time when the cards were loaded
+    started: datetime | None = None  # simulated time when the days began (after the scenario)
     ended: datetime | None = None  # the final simulated time
     ticks: list[Tick] = field(default_factory=list)
     actions: Counter[str] = field(default_factory=Counter)  # customer actions posted, by kind
@@ -138,8 +138,12 @@ class Days:
         self.echo = echo
         self.result = Simulated()
 
-    def run(self) -> Simulated:
-        started = time.monotonic()
+    def load_cards(self) -> None:
+        """Headquarters' cards are in place before the first customer arrives: the worker's own
+        periodic SOP sweep reads the interaction log whenever its interval comes round, and an
+        add it reads before any card exists enrolls nobody (a trigger acts on the cards loaded
+        when its interaction is read). Loading them after the scenario made the demo depend on
+        that interval not falling inside the scenario."""
         result = self.result
         load_starter_cards(self.svc, result)
         new = sum(status == "new" for status in result.loaded.values())
@@ -148,6 +152,11 @@ class Days:
             f"{result.tags_created} tags they name created in WeCom"
             + (f"; {len(result.rejected)} problems: {result.rejected[0]}" if result.rejected else "")
         )
+
+    def run(self) -> Simulated:
+        """The simulated days, from now (the cards were loaded by ``load_cards``)."""
+        started = time.monotonic()
+        result = self.result
         now = self.clock.now()
         result.started = now
         end = now + timedelta(days=DAYS)

@@ -94,13 +94,13 @@ def _run(
     running = _start(options, scenario, folder, stack, deadline, echo)
     _verify_callback_urls(running.sandbox, echo)
     player = Player(running.sandbox, scenario, running.svc, running.web_url)
+    simulation = Days(running.svc, running.sandbox, running.web_url, scenario.seed, deadline, echo)
     try:
-        finished = _play(running, player, scenario, deadline, echo)
+        finished = _play(running, player, scenario, deadline, echo, simulation.load_cards)
     except PlayError as exc:
         raise DemoError(str(exc)) from None
     days = campaigns = None
     if finished:
-        simulation = Days(running.svc, running.sandbox, running.web_url, scenario.seed, deadline, echo)
         days = simulation.run()
         finished = days.finished
         if finished:
@@ -164,13 +164,21 @@ def _start(
     return Running(sandbox, svc, web_url)
 
 
-def _play(running: Running, player: Player, scenario: Scenario, deadline: float, echo: Echo) -> bool:
-    """Import the roster and seed the corp, post the leads, then play the stages in order: each
-    starts once the previous one's callbacks are processed (WeCom ends the hand-overs the
-    handlers asked for; a customer is deleted by whoever has them after the hand-overs). False
-    when the deadline came first."""
+def _play(
+    running: Running,
+    player: Player,
+    scenario: Scenario,
+    deadline: float,
+    echo: Echo,
+    load_cards: Callable[[], None],
+) -> bool:
+    """Import the roster and seed the corp, load headquarters' SOP cards, post the leads, then
+    play the stages in order: each starts once the previous one's callbacks are processed (WeCom
+    ends the hand-overs the handlers asked for; a customer is deleted by whoever has them after
+    the hand-overs). False when the deadline came first."""
     summary = player.seed_corp()
     _show_corp(scenario, summary, echo)
+    load_cards()
     started = time.monotonic()
     posted = player.post_leads()
     _show_leads(scenario, posted, echo)
