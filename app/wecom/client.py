@@ -150,8 +150,12 @@ class WeComClient(WeChatClient):
     def _gettoken(self) -> FetchedToken:
         """One gettoken call (the caller's loop retries). Runs under the token lock."""
         self._limiter.acquire("gettoken", self.rate_limit_max_wait)
-        params = {"corpid": self.corp_id, "corpsecret": self.secret}
-        result = self._send("get", self.api_base + "gettoken", {"params": params, "timeout": self.timeout})
+        request = {"params": {"corpid": self.corp_id, "corpsecret": self.secret}, "timeout": self.timeout}
+        try:
+            result = self._send("get", self.api_base + "gettoken", request)
+        except _Retryable as exc:
+            # gettoken makes nothing, and the API call it is for has not gone out: never "maybe done".
+            raise _Retryable(exc.reason, exc.errcode) from None
         if not isinstance(result, dict):
             raise _Retryable("gettoken answered without JSON")
         errcode = int(result.get("errcode", 0) or 0)

@@ -379,3 +379,18 @@ def test_thin_methods_post_the_documented_bodies(http, token_server, make_client
 
 def test_wechatpy_auto_retry_is_off(make_client) -> None:
     assert make_client().auto_retry is False
+
+
+@pytest.mark.parametrize("kind", ["502", "timeout"])
+def test_a_failed_gettoken_before_a_mass_send_is_retried_not_outcome_unknown(
+    kind, http, make_client, clock
+) -> None:
+    """The mass send never went out when only the token fetch failed: nothing is in doubt, so
+    the client retries as for any busy WeCom instead of raising OutcomeUnknown."""
+    http.get(API + "gettoken", **_busy(kind))
+    http.get(API + "gettoken", json={**OK, "access_token": "TOKEN-A-" + "x" * 20, "expires_in": 7200})
+    http.post(API + "externalcontact/add_msg_template", json={**OK, "msgid": "m3", "fail_list": []})
+    answer = make_client(max_attempts=4).post("externalcontact/add_msg_template", data=TEMPLATE)
+    assert answer["msgid"] == "m3"
+    assert len(calls_to(http, "gettoken")) == 2
+    assert len(calls_to(http, "externalcontact/add_msg_template")) == 1
