@@ -254,10 +254,12 @@ def _run_claimed(
         if ctx.relation_status != RelationStatus.LOST:
             return _exit(svc, ctx, "removed" if ctx.relation_status else "no_relation", now)
 
-    following = step_index + 1
-    if (
-        following < len(card.steps)
-        and enrollment.step_due_at(svc.settings, e.enrolled_at, card, following) <= now
+    # Stale when a later step fell due after this one and is due already (the system was down or
+    # behind). Steps that working / quiet hours move to the same moment are not stale: both run.
+    own_due = enrollment.step_due_at(svc.settings, e.enrolled_at, card, step_index)
+    if any(
+        own_due < enrollment.step_due_at(svc.settings, e.enrolled_at, card, later) <= now
+        for later in range(step_index + 1, len(card.steps))
     ):
         return _finish(svc, ctx, step_index, now, StepRunStatus.SKIPPED, None, [])
 

@@ -416,6 +416,21 @@ def test_a_step_whose_next_step_is_due_is_skipped(svc, corp, clock) -> None:
     assert "sop_step_skipped" in kinds(svc, "wm1")
 
 
+def test_steps_that_quiet_hours_make_due_together_both_run(svc, corp, clock) -> None:
+    # Enrolled at 22:30: day 0 and +2h (00:30) are both moved to 09:00. Day 0 is not stale (the
+    # system was not behind): it runs, then +2h; neither is skipped.
+    steps = [{"at": "day 0", "reminder": "30 分钟内联系 {customer}"}, {"at": "+2h", "reminder": "联系上了吗"}]
+    load(svc, card_body(steps=steps))
+    customer(svc, corp, "wm1")
+    clock.advance(timedelta(hours=12, minutes=30))  # 22:30 in Shanghai
+    enroll(svc, "welcome", "wm1")
+    clock.advance(timedelta(hours=10, minutes=30))  # 09:00 the next morning
+    assert runner.run_due(svc).done == 1
+    assert runner.run_due(svc).completed == 1
+    assert [(r.step_index, r.status) for r in step_runs(svc)] == [(0, "done"), (1, "done")]
+    assert [c.content["url"][-6:] for c in cards_to(corp, "sh_a")] == ["step=0", "step=1"]
+
+
 def test_a_customer_no_longer_followed_is_not_reminded(svc, corp) -> None:
     load(svc, card_body("leave"))
     load(svc, card_body("stay", exit={"on_customer_left": False}))
