@@ -83,11 +83,15 @@ def test_transfer_customer_records_pending_transfers(
     assert answer["errcode"] == 0
     assert answer["customer"] == [
         {"external_userid": ext, "errcode": 0},
-        {"external_userid": other, "errcode": 84061},
+        {"external_userid": other, "errcode": 40131},  # handover_userid is not its follow user
         {"external_userid": "wmGhost", "errcode": 40096},
     ]
     again = wecom_api.post("externalcontact/transfer_customer", {**body, "external_userid": [ext]})
     assert again["customer"] == [{"external_userid": ext, "errcode": 40100}]
+    to_self = {**body, "takeover_userid": "zhangsan", "external_userid": [ext]}
+    assert wecom_api.post("externalcontact/transfer_customer", to_self)["customer"] == [
+        {"external_userid": ext, "errcode": 40130}
+    ]
     assert (
         wecom_api.post("externalcontact/transfer_customer", {**body, "takeover_userid": "ghost"})["errcode"]
         == 60111

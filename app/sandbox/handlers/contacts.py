@@ -212,8 +212,10 @@ def transfer_customer(call: Call) -> dict[str, Any]:
         errcode = 0
         if external_userid not in call.state.customers:
             errcode = 40096
+        elif handover == takeover:
+            errcode = 40130
         elif (handover, external_userid) not in call.state.relations:
-            errcode = 84061
+            errcode = 40131
         elif external_userid in call.state.transfers:
             errcode = 40100
         else:
