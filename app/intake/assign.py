@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 CHINA = ZoneInfo("Asia/Shanghai")
 ROSTER_CHECK_SECONDS = 5.0  # how stale a process's roster may be after `scrm roster import`
 # Assignments that did not give the advisor a customer do not count towards today's load, nor
-# does the add that fulfils a lead ("linked"): the lead's own assignment already counted it.
-_NOT_LOAD = ("failed", "unassigned", "linked")
+# does the add that fulfils a lead ("linked"): the lead's own assignment already counted it, nor
+# an add the advisor has not confirmed ("unconfirmed"): its confirming add counts it.
+_NOT_LOAD = ("failed", "unassigned", "linked", "unconfirmed")
 # Advisors per load query, whose three IN lists (plus a batch's up to CHUNK subject keys) stay
 # well under any driver's bound-parameter limit (SQLite 32,766; PostgreSQL 65,535).
 _LOAD_QUERY_ADVISORS = 2000

@@ -14,6 +14,7 @@ import responses
 from sqlalchemy import select
 
 from app.config import DEFAULT_WECOM_API_BASE
+from app.intake import assign
 from app.store.models import Customer, FollowRelation, InboxEvent, InboxStatus, Interaction
 from tests.conftest import FIXTURES
 
@@ -136,3 +137,22 @@ def test_del_external_contact_by_the_advisor(http, poster, work, svc) -> None:
     with svc.sessions() as session:
         [written] = session.scalars(select(Interaction)).all()
     assert (written.kind, written.payload) == ("deleted", {"by": "advisor", "source": "DELETE_BY_USER"})
+
+
+def test_a_half_add_and_its_confirmation_count_the_customer_once(http, poster, work, svc) -> None:
+    # An advisor with no verification gets add_half_external_contact when the customer adds them,
+    # then add_external_contact when they confirm (without a WelcomeCode: the first one was used).
+    # One customer, one place in the advisor's load, not two.
+    half = (EVENTS / "change_external_contact__add_half_external_contact.xml").read_text()
+    full = (EVENTS / "change_external_contact__add_external_contact.xml").read_text()
+    full = full.replace("<WelcomeCode><![CDATA[WELCOMECODE]]></WelcomeCode>\n", "")
+    poster.post(half)
+    work()
+    poster.post(full.replace("1403610513", "1403610600"))
+    work()
+    with svc.sessions() as session:
+        rows = session.scalars(select(InboxEvent)).all()
+        assert [r.status for r in rows] == [InboxStatus.DONE, InboxStatus.DONE]
+        load = assign.loads(session, ["zhangsan"], svc.clock.now())["zhangsan"]
+    assert load.assigned_today == 1
+    assert _calls(http).count("externalcontact/send_welcome_msg") == 1

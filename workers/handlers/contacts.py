@@ -172,6 +172,10 @@ def _customer_added(ctx: HandlerContext, confirmed: bool) -> None:
     )
     if linked is not None and status == "kept" and linked.advisor_userid == keeper:
         status = "linked"  # the lead's assignment already counts towards the advisor's load
+    if not confirmed and status == "kept":
+        # Not load yet: WeCom sends add_external_contact when the advisor confirms, and that
+        # add's row counts the customer (once; a shared code's engine decides only then).
+        status = "unconfirmed"
     assign.record(session, key, decision, reason=reason, status=status, now=now, external_userid=ext)
 
     dealer = decision.dealer or dealer_code
