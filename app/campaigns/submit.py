@@ -33,11 +33,13 @@ The one gap WeCom leaves: add_msg_template has no idempotency key. If the proces
 WeCom created the task and before the ledger write commits (the few milliseconds between reading
 the HTTP answer and the commit), or the answer never came back (``OutcomeUnknown``), the batch
 stays ``submitting``; when its lease runs out (at once for OutcomeUnknown), the next
-claim first lists the advisor's sends since the earlier claim (get_groupmsg_list_v2: by creator
-and time) and adopts the one with our text whose task holds the batch's customers (``_reconcile``),
-so the customers do not get a second task. The lease keeps this to dead processes only (a live
-job or its RQ retry never re-submits a leased batch), and the ledger closes every later point:
-once the answer is written, no rerun calls WeCom for that batch again.
+claim first lists the advisor's sends since the campaign became ``submitting`` (get_groupmsg_list_v2:
+by creator and time; so a claim that died or failed in between without looking narrows nothing)
+and adopts the one with our text whose task holds the batch's customers (``_reconcile``), so the
+customers do not get a second task. A look-up that fails (busy, rate-limited, an errcode) ends the
+claim the same way, so the next one looks again. The lease keeps this to dead processes only (a
+live job or its RQ retry never re-submits a leased batch), and the ledger closes every later
+point: once the answer is written, no rerun calls WeCom for that batch again.
 
 Per-customer receiving limits are WeCom's to apply when the advisor confirms: those customers come
 back from get_groupmsg_send_result with status 3 and are recorded ``over_limit`` (results.py).
@@ -52,19 +54,19 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.campaigns import audience, states
 from app.campaigns.model import Content
 from app.services import Services
 from app.store import effects, interactions
-from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
+from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient, CampaignTransition
 from app.store.db import insert_for
 from app.store.interactions import NewInteraction
 from app.wecom import media
 from app.wecom.client import contact_client
-from app.wecom.errors import OutcomeUnknown, WeComError, WeComUnavailable
+from app.wecom.errors import OutcomeUnknown, WeComApiFailure, WeComError, WeComUnavailable
 from app.wecom.msg_templates import find_task
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 ACTOR = "worker"
 CHUNK = 1000  # rows per INSERT / IN (…)
 OPEN_BATCH = ("pending", "submitting")
+LIST_SPAN = 30 * 24 * 3600  # get_groupmsg_list_v2: start_time to end_time at most one month
 WHO = (CampaignRecipient.external_userid, CampaignRecipient.advisor_userid, CampaignRecipient.dealer_code)
 
 # Test hook: called with the ledger key right after WeCom's answer is in the ledger (a test raises
@@ -241,10 +244,14 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
             _cancel_batch(svc, batch_id)
             return "cancelled"
         data = {"chat_type": "single", "sender": advisor_userid, "external_userid": customers}
-        try:
-            found = None
-            if stale_since is not None:
+        found = None
+        if stale_since is not None:
+            try:
                 found = _reconcile(svc, advisor_userid, customers, {**data, **_text(spec)}, stale_since)
+            except WeComApiFailure as exc:  # not looked: the next claim must look again, not send
+                _expire_claim(svc, batch_id, str(exc))
+                raise
+        try:
             if found is not None:
                 answer = found
             else:
@@ -304,9 +311,17 @@ def _claim(
             condition = and_(
                 CampaignBatch.status == "submitting", CampaignBatch.lease_until == batch.lease_until
             )
-            # The earlier claim began a lease's length before it ran out; look from a minute before.
-            claimed_at = batch.lease_until - timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
-            stale_since = int(claimed_at.timestamp()) - 60
+            # Every earlier claim (the one that may have made a task, and any that died or failed
+            # since without looking) began after the campaign became submitting: look from then.
+            started = session.scalar(
+                select(func.min(CampaignTransition.at)).where(
+                    CampaignTransition.campaign_id == campaign_id,
+                    CampaignTransition.to_state == states.SUBMITTING,
+                )
+            )
+            if started is None:  # the earlier claim began a lease's length before it ran out
+                started = batch.lease_until - timedelta(seconds=svc.settings.JOB_TIMEOUT + 30)
+            stale_since = int(started.timestamp()) - 60
             log.warning(
                 "campaign %s batch %s/%s: a claim expired without an answer in the ledger; looking for "
                 "its task in WeCom before submitting again",
@@ -345,6 +360,7 @@ def _reconcile(
     app/wecom/msg_templates.py; an advisor's batches share the text, never a customer)."""
     text = (data.get("text") or {}).get("content", "")
     until = int(svc.clock.time()) + 60
+    since = max(since, until - LIST_SPAN)  # get_groupmsg_list_v2 spans at most one month
     found = find_task(contact_client(svc), advisor_userid, text, customers, since, until)
     if found is None:
         return None

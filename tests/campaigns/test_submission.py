@@ -213,3 +213,48 @@ def test_a_call_whose_answer_was_lost_is_looked_up_not_sent_again(svc, corp, aud
     with svc.sessions() as session:
         batch = session.get(CampaignBatch, batch.id)
     assert (batch.status, batch.msgid, batch.fail_list) == ("submitted", made, [])
+
+
+def test_a_busy_wecom_while_looking_for_a_lost_task_keeps_the_batch_to_be_looked_up(
+    svc, corp, audience
+) -> None:
+    """The claim after a lost answer must look for the task first; when that look-up itself meets
+    a busy WeCom (45009 on get_groupmsg_list_v2), the batch must still be looked up next time, not
+    released as if it had never been sent (the next claim would make a second task)."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    corp.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    [made] = corp.state.mass_sends
+    busy = corp.state.faults.add({"path": "externalcontact/get_groupmsg_list_v2", "errcode": 45009})
+    with pytest.raises(WeComUnavailable):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    corp.state.faults.remove(busy.id)
+
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"  # RQ's next retry
+    assert list(corp.state.mass_sends) == [made]  # adopted, not a second task
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
+
+
+def test_a_lost_task_is_found_after_a_later_claim_died_before_looking(svc, corp, audience) -> None:
+    """WeCom made the task at T0 and its answer was lost; RQ's retry ten minutes later claims the
+    batch and dies before it looked (its lease covers T0+600 on). The claim after that must still
+    look back to T0, not only to a minute before the dead retry's claim."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    corp.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    [made] = corp.state.mass_sends
+    svc.clock.advance(600)  # RQ's retry interval
+    assert submit._claim(svc, campaign_id, "sh_a", 0) is not None  # that retry's worker dies here
+    svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
+
+    assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"
+    assert list(corp.state.mass_sends) == [made]
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
