@@ -79,6 +79,6 @@ def retry(ids: tuple[int, ...]) -> None:
     for inbox_id, generation in reopened:
         enqueue_event(svc.redis, svc.settings, inbox_id, generation)
     click.echo(f"re-enqueued {len(reopened)} failed event(s)")
-    if ids and len(reopened) < len(ids):
-        missing = sorted(set(ids) - {inbox_id for inbox_id, _ in reopened})
+    missing = sorted(set(ids) - {inbox_id for inbox_id, _ in reopened})
+    if missing:
         click.echo(f"not failed (left alone): {', '.join(map(str, missing))}", err=True)

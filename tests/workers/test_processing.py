@@ -151,3 +151,15 @@ def test_unknown_event_types_are_ignored_with_a_reason(poster, work, svc) -> Non
     row = _row(svc)
     assert row.status == InboxStatus.IGNORED
     assert "no handler" in row.status_reason and "some_future_change" in row.status_reason
+
+
+def test_retry_of_an_id_named_twice_reports_nothing_left_alone(
+    poster, work, svc, scrm, flaky_churn_handler
+) -> None:
+    flaky_churn_handler["failures_left"] = 99
+    poster.post(CHURN)
+    work()
+    row_id = str(_row(svc).id)
+    result = scrm("inbox", "retry", row_id, row_id)
+    assert "re-enqueued 1" in result.output
+    assert "not failed" not in result.output  # stderr is mixed in: nothing was left alone
