@@ -111,21 +111,29 @@ class FaultBook:
 
 
 class RateLimiter:
-    """WeCom's per-API frequency limit: a fixed one-minute window on the sandbox clock. Once the
-    limit is reached every call answers 45009 until the window ends."""
+    """WeCom's per-API frequency limit: calls are counted in a fixed one-minute window on the
+    sandbox clock; the first call over the limit blocks the API for a minute from that call
+    (WeCom's 45009: a per-minute block is lifted one minute after it was hit, not when the
+    clock's minute ends), and every call until then answers 45009."""
+
+    BLOCK_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[int, int]] = {}
+        self._blocked_until: dict[str, float] = {}
 
     def allow(self, path: str, limit: int, now: float) -> bool:
         window = int(now // 60)
         with self._lock:
+            if now < self._blocked_until.get(path, float("-inf")):
+                return False
             start, count = self._windows.get(path, (window, 0))
             if start != window:
                 count = 0
             if count >= limit:
                 self._windows[path] = (window, count)
+                self._blocked_until[path] = now + self.BLOCK_SECONDS
                 return False
             self._windows[path] = (window, count + 1)
             return True
@@ -133,3 +141,4 @@ class RateLimiter:
     def clear(self) -> None:
         with self._lock:
             self._windows.clear()
+            self._blocked_until.clear()

@@ -29,6 +29,23 @@ def test_rate_limit_answers_45009_until_the_minute_ends(
     assert stats["api_calls"][PATH] == 8
 
 
+def test_45009_blocks_for_a_full_minute_from_the_call_that_hit_the_limit(
+    wecom_api: WeComApi, control, clock: FrozenClock
+) -> None:
+    # WeCom (global error codes, 45009): a per-minute limit is lifted one minute after it was
+    # hit (在中频率后的1分钟后自动解除), not when the clock's minute ends.
+    clock.advance(60 - clock.time() % 60 + 50)  # 10 s before a window ends
+    control.post("/sandbox/config", json={"rate_limits": {PATH: 3}})
+    token = wecom_api.token
+    assert [wecom_api.get(PATH, token=token)["errcode"] for _ in range(4)] == [0, 0, 0, 45009]
+    clock.advance(10)  # a new minute on the clock: still blocked
+    assert wecom_api.get(PATH, token=token)["errcode"] == 45009
+    clock.advance(49)
+    assert wecom_api.get(PATH, token=token)["errcode"] == 45009
+    clock.advance(1)  # one minute after the limit was hit
+    assert [wecom_api.get(PATH, token=token)["errcode"] for _ in range(4)] == [0, 0, 0, 45009]
+
+
 def test_default_rate_limit_covers_every_api(wecom_api: WeComApi, control, clock: FrozenClock) -> None:
     clock.advance(60 - clock.time() % 60)
     control.post("/sandbox/config", json={"rate_limit_per_minute": 2})
