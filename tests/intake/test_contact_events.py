@@ -15,8 +15,17 @@ from sqlalchemy import select
 
 from app.config import DEFAULT_WECOM_API_BASE
 from app.intake import assign
-from app.store.models import Customer, FollowRelation, InboxEvent, InboxStatus, Interaction
+from app.store.models import (
+    Assignment,
+    CorpTag,
+    Customer,
+    FollowRelation,
+    InboxEvent,
+    InboxStatus,
+    Interaction,
+)
 from tests.conftest import FIXTURES
+from tests.support import roster
 
 EVENTS = FIXTURES / "events"
 EXT = "woAJ2GCAAAXtWyujaWJHDDGi0mAAAA"
@@ -61,7 +70,11 @@ def _calls(http: responses.RequestsMock) -> list[str]:
 
 
 def _handle(name: str, poster, work, svc) -> tuple[InboxEvent, list[Interaction]]:
-    response = poster.post((EVENTS / f"{name}.xml").read_text())
+    return _handle_text((EVENTS / f"{name}.xml").read_text(), poster, work, svc)
+
+
+def _handle_text(plaintext: str, poster, work, svc) -> tuple[InboxEvent, list[Interaction]]:
+    response = poster.post(plaintext)
     assert (response.status_code, response.data) == (200, b"success")
     work()
     with svc.sessions() as session:
@@ -156,3 +169,28 @@ def test_a_half_add_and_its_confirmation_count_the_customer_once(http, poster, w
         load = assign.loads(session, ["zhangsan"], svc.clock.now())["zhangsan"]
     assert load.assigned_today == 1
     assert _calls(http).count("externalcontact/send_welcome_msg") == 1
+
+
+def test_a_transfer_already_under_way_in_wecom_counts_as_started(http, poster, work, svc) -> None:
+    # A worker died after transfer_customer and before the ledger write: the job's next run asks
+    # again and WeCom answers, per customer, 40129 当前客户正在转接中. The hand-over is under way.
+    now = svc.clock.now()
+    roster.store(
+        svc,
+        [roster.dealer("SH01", now, models=["RAV4"])],
+        [roster.advisor("zhangsan", now, models=[]), roster.advisor("sh_a", now, models=["RAV4"])],
+    )
+    with svc.sessions.begin() as session:
+        for tag_id, group, name in (("et-qr", "渠道", "门店活码"), ("et-rav4", "意向车型", "RAV4")):
+            session.add(CorpTag(tag_id=tag_id, group_id=group, group_name=group, name=name, synced_at=now))
+    http.post(DEFAULT_WECOM_API_BASE + "externalcontact/mark_tag", json={"errcode": 0, "errmsg": "ok"})
+    http.post(
+        DEFAULT_WECOM_API_BASE + "externalcontact/transfer_customer",
+        json={"errcode": 0, "errmsg": "ok", "customer": [{"external_userid": EXT, "errcode": 40129}]},
+    )
+    plaintext = (EVENTS / "change_external_contact__add_external_contact.xml").read_text()
+    _, written = _handle_text(plaintext.replace("teststate", "qr.SH01.RAV4"), poster, work, svc)
+    with svc.sessions() as session:
+        assignment = session.scalars(select(Assignment)).one()
+    assert (assignment.advisor_userid, assignment.status) == ("sh_a", "transferring")
+    assert [i.kind for i in written][-1] == "transferred"

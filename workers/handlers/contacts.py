@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 GONE = {40096, 84061}
 WELCOME_USED, WELCOME_EXPIRED = 41051, 41050
 TRANSFER_PENDING = 40100
+# What WeCom answers per customer for a customer already being transferred (当前客户正在转接中):
+# our own earlier call, made by a run that died before the ledger write, as 40100 is.
+TRANSFER_UNDER_WAY = 40129
 MAX_TRANSFER_OFFERS = 3  # a customer refused this many hand-overs stays with who has them
 
 
@@ -305,7 +308,7 @@ def _transfer(
         errcode = next(
             (c.get("errcode", 0) for c in answer.get("customer", []) if c["external_userid"] == ext), 0
         )
-        if errcode in (0, TRANSFER_PENDING):
+        if errcode in (0, TRANSFER_PENDING, TRANSFER_UNDER_WAY):
             return {"status": "started", "from": handover, "to": takeover}
         return {"status": "failed", "from": handover, "to": takeover, "errcode": errcode}
 
