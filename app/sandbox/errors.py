@@ -28,6 +28,7 @@ ERRMSG: dict[int, str] = {
     41004: "corpsecret missing",
     41043: "missing contact way config_id",
     41044: "invalid contact way config_id",
+    41049: "welcome_code missing",
     41050: "invalid welcome_code",
     41051: "customer and user has been chatting",
     42001: "access_token expired",

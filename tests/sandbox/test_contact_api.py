@@ -107,6 +107,9 @@ def test_welcome_code_expires_after_20_seconds(
         wecom_api.post("externalcontact/send_welcome_msg", {"welcome_code": "nope", **hello})["errcode"]
         == 41050
     )
+    # No code at all is 41049 缺少欢迎语code参数, not an invalid one.
+    assert wecom_api.post("externalcontact/send_welcome_msg", hello)["errcode"] == 41049
+    assert wecom_api.post("externalcontact/send_welcome_msg", {"welcome_code": "", **hello})["errcode"] == 41049
     assert len(sandbox.state.welcome_messages) == 1
 
 

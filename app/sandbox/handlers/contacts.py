@@ -170,6 +170,8 @@ def list_contact_way(call: Call) -> dict[str, Any]:
 @api("externalcontact/send_welcome_msg", "POST")
 def send_welcome_msg(call: Call) -> dict[str, Any]:
     code = call.text("welcome_code", required=False)
+    if not code:
+        raise ApiError(41049)
     text = call.body.get("text") or {}
     content = text.get("content", "") if isinstance(text, dict) else None
     attachments = call.body.get("attachments") or []
