@@ -31,18 +31,25 @@ def external_contact_event(
     **extra: str | None,
 ) -> str:
     """Event=change_external_contact. ``extra`` holds State, WelcomeCode, Source or FailReason;
-    a None or empty value leaves the element out, as WeCom does when it has nothing to say."""
-    fields: list[Field] = [
+    a None or empty value leaves the element out, as WeCom does when it has nothing to say.
+    FailReason comes right after ChangeType, the others after ExternalUserID, as in WeCom's
+    samples (doc 92130)."""
+    head: list[Field] = [
         ("ToUserName", corp_id),
         ("FromUserName", "sys"),
         ("CreateTime", create_time),
         ("MsgType", "event"),
         ("Event", "change_external_contact"),
         ("ChangeType", change_type),
+    ]
+    present = [(name, value) for name, value in extra.items() if value]
+    fields: list[Field] = [
+        *head,
+        *((name, value) for name, value in present if name == "FailReason"),
         ("UserID", userid),
         ("ExternalUserID", external_userid),
+        *((name, value) for name, value in present if name != "FailReason"),
     ]
-    fields.extend((name, value) for name, value in extra.items() if value)
     return render(fields)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.clock import FrozenClock
-from app.sandbox import Sandbox
+from app.sandbox import Sandbox, events
 from app.wecom.events import ExternalContactChange, parse_event
 from tests.sandbox.conftest import AGENT_ID, CORP_ID
 from tests.sandbox.receiver import Receiver
@@ -146,3 +147,35 @@ def test_pool_delivers_many_and_counts(wired: Sandbox, receiver: Receiver, corp:
 def test_no_callback_url_keeps_the_event_undelivered(sandbox: Sandbox, corp: dict[str, Any]) -> None:
     report = sandbox.platform.customer_adds(config_id=corp["config_id"]).report()
     assert report.outcome == "no_callback_url" and report.attempts == []
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "change_type", "extra"),
+    [
+        ("add_external_contact", "add_external_contact", {"State": "teststate", "WelcomeCode": "WELCOMECODE"}),
+        ("edit_external_contact", "edit_external_contact", {}),
+        ("del_external_contact", "del_external_contact", {"Source": "DELETE_BY_TRANSFER"}),
+        ("del_follow_user", "del_follow_user", {}),
+        ("transfer_fail", "transfer_fail", {"FailReason": "customer_refused"}),
+    ],
+)
+def test_contact_event_plaintext_is_byte_for_byte_wecoms_sample(
+    fixture: str, change_type: str, extra: dict[str, str]
+) -> None:
+    expected = (FIXTURES / f"change_external_contact__{fixture}.xml").read_text().strip()
+    fields = parse_event(expected)
+    rendered = events.external_contact_event(
+        "toUser", change_type, 1403610513, "zhangsan", str(fields.fields["ExternalUserID"]), **extra
+    )
+    assert rendered == expected
+
+
+def test_app_text_plaintext_is_byte_for_byte_wecoms_sample() -> None:
+    expected = (FIXTURES / "msg__text.xml").read_text().strip()
+    rendered = events.app_text_message(
+        "wx5823bf96d3bd56c7", "mycreate", 1409659813, "hello", 4561255354251345929, 218
+    )
+    assert rendered == expected
