@@ -21,6 +21,7 @@ ERRMSG: dict[int, str] = {
     40071: "UserTag Name Already Exist",
     40096: "invalid external userid",
     40100: "external userid is already in the transfer process",
+    40129: "customer is being transferred",
     40130: "handover and takeover user are the same",
     40131: "handover_userid is not the customer's follow user",
     41001: "access_token missing",

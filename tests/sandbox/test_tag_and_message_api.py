@@ -86,8 +86,10 @@ def test_transfer_customer_records_pending_transfers(
         {"external_userid": other, "errcode": 40131},  # handover_userid is not its follow user
         {"external_userid": "wmGhost", "errcode": 40096},
     ]
+    # A customer whose transfer is pending: 40129 当前客户正在转接中, what WeCom answers a repeated
+    # transfer_customer (40100 belongs to the old externalcontact/transfer).
     again = wecom_api.post("externalcontact/transfer_customer", {**body, "external_userid": [ext]})
-    assert again["customer"] == [{"external_userid": ext, "errcode": 40100}]
+    assert again["customer"] == [{"external_userid": ext, "errcode": 40129}]
     to_self = {**body, "takeover_userid": "zhangsan", "external_userid": [ext]}
     assert wecom_api.post("externalcontact/transfer_customer", to_self)["customer"] == [
         {"external_userid": ext, "errcode": 40130}

@@ -219,7 +219,7 @@ def transfer_customer(call: Call) -> dict[str, Any]:
         elif (handover, external_userid) not in call.state.relations:
             errcode = 40131
         elif external_userid in call.state.transfers:
-            errcode = 40100
+            errcode = 40129
         else:
             call.state.transfers[external_userid] = PendingTransfer(
                 handover, takeover, external_userid, message, call.state.now()
