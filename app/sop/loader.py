@@ -128,6 +128,25 @@ def _get(node: yaml.Node, key: Any) -> tuple[yaml.Node, yaml.Node] | None:
     return None
 
 
+def _self_reference(node: yaml.Node, ancestors: tuple[int, ...] = ()) -> yaml.Node | None:
+    """A node that holds itself (an alias ``*x`` inside its own anchor ``&x``), or None: every
+    walk over such a card (and its validation) would never end."""
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    else:
+        return None
+    ancestors = (*ancestors, id(node))
+    for child in children:
+        if id(child) in ancestors:
+            return child
+        found = _self_reference(child, ancestors)
+        if found is not None:
+            return found
+    return None
+
+
 def _discriminator(node: yaml.Node) -> str | None:
     for key in DISCRIMINATORS:
         found = _get(node, key)
@@ -438,6 +457,13 @@ def read_card(path: Path, library: Library | None = None, name: str | None = Non
         return result
     finally:
         loader.dispose()
+    looped = _self_reference(root) if root is not None else None
+    if looped is not None:
+        result.problem(
+            _line(looped),
+            "an alias (*name) inside its own anchor (&name) makes this part endless: write it out instead",
+        )
+        return result
     if root is None or not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
         result.problem(1, "expected a card: a mapping with id, title, trigger and steps")
         return result

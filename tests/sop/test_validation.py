@@ -369,3 +369,23 @@ def test_validate_cli_no_db_reads_the_hours_from_the_environment(
 def test_schema_cli_prints_the_schema(scrm) -> None:
     result = scrm("sop", "schema")
     assert result.exit_code == 0 and result.output == card_module.schema_text()
+
+
+def test_an_alias_inside_its_own_anchor_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    looped = tmp_path / "looped.yaml"
+    looped.write_text(
+        "id: looped\ntitle: t\ntrigger:\n  on: manual\nsteps: &steps\n  - at: day 0\n    reminder: hi\n"
+        "    qa: *steps\n",
+        encoding="utf-8",
+    )
+    good = tmp_path / "good.yaml"
+    good.write_text("id: good\ntitle: t\ntrigger:\n  on: manual\nsteps:\n  - at: day 0\n    reminder: hi\n")
+    files = read_cards([tmp_path], LIBRARY)
+    assert [[str(p) for p in f.problems] for f in files] == [
+        [],
+        [
+            f"{looped}:5: an alias (*name) inside its own anchor (&name) makes this part endless: "
+            "write it out instead"
+        ],
+    ]
+    assert files[0].ok and files[1].card is None
