@@ -7,7 +7,9 @@ one worker per INBOX_SWEEP_INTERVAL run it. A sweep is a few indexed queries and
   (job id ``campaign-<id>-submit``);
 - submitting campaigns' batches still pending (or claimed under a lease that ran out) →
   ``submit_batch`` on the BULK queue, unless a Redis marker says one is queued (``SET NX`` for the
-  job's life; correctness rests on the batch claim, not on the marker);
+  job's life; correctness rests on the batch claim, not on the marker); so are a cancelled
+  campaign's batches whose claim ran out (a dead job's: its task may exist in WeCom, and
+  ``submit_batch`` looks it up and cancels it);
 - waiting campaigns, each at most once per CAMPAIGN_POLL_INTERVAL (a Redis key) → ``poll_campaign``.
 
 ``submit_campaign`` freezes the audience and enqueues one ``submit_batch`` per batch (job id
@@ -26,7 +28,7 @@ from sqlalchemy import select
 
 from app.campaigns import results, states, submit
 from app.services import Services, services
-from app.store.campaign_models import Campaign
+from app.store.campaign_models import Campaign, CampaignBatch
 from app.wecom.errors import RateLimited
 from workers.appcontext import app_context
 from workers.periodic import claim_period
@@ -139,7 +141,16 @@ def sweep(svc: Services) -> dict[str, int]:
         )
         submitting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.SUBMITTING)))
         waiting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.WAITING)))
-        refs = [ref for cid in submitting for ref in submit.pending_batches(session, cid, now)]
+        # A cancelled campaign's batch still claimed by a dead job may have a task in WeCom.
+        orphaned = list(
+            session.scalars(
+                select(CampaignBatch.campaign_id)
+                .join(Campaign, Campaign.id == CampaignBatch.campaign_id)
+                .where(Campaign.state == states.CANCELLED, CampaignBatch.status == "submitting")
+                .distinct()
+            )
+        )
+        refs = [ref for cid in submitting + orphaned for ref in submit.pending_batches(session, cid, now)]
     _enqueue(svc, DEFAULT, [_data(svc, "submit_campaign", (cid,), f"campaign-{cid}-submit",
                                   f"campaign {cid}: start the submission") for cid in due])  # fmt: skip
     batches = enqueue_batches(svc, refs)

@@ -37,9 +37,11 @@ claim first lists the advisor's sends since the campaign became ``submitting`` (
 by creator and time; so a claim that died or failed in between without looking narrows nothing)
 and adopts the one with our text whose task holds the batch's customers (``_reconcile``), so the
 customers do not get a second task. A look-up that fails (busy, rate-limited, an errcode) ends the
-claim the same way, so the next one looks again. The lease keeps this to dead processes only (a
-live job or its RQ retry never re-submits a leased batch), and the ledger closes every later
-point: once the answer is written, no rerun calls WeCom for that batch again.
+claim the same way, so the next one looks again. A cancelled campaign's batch is cancelled only
+after that look-up found no task; a task it finds is adopted, then cancelled in WeCom (the campaign
+sweep takes up such batches of cancelled campaigns too). The lease keeps this to dead processes
+only (a live job or its RQ retry never re-submits a leased batch), and the ledger closes every
+later point: once the answer is written, no rerun calls WeCom for that batch again.
 
 Per-customer receiving limits are WeCom's to apply when the advisor confirms: those customers come
 back from get_groupmsg_send_result with status 3 and are recorded ``over_limit`` (results.py).
@@ -240,9 +242,6 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
         if claimed is None:
             return "skipped"
         batch_id, customers, spec, state, stale_since = claimed
-        if state == states.CANCELLED:
-            _cancel_batch(svc, batch_id)
-            return "cancelled"
         data = {"chat_type": "single", "sender": advisor_userid, "external_userid": customers}
         found = None
         if stale_since is not None:
@@ -251,6 +250,9 @@ def submit_batch(svc: Services, campaign_id: int, advisor_userid: str, batch_no:
             except WeComApiFailure as exc:  # not looked: the next claim must look again, not send
                 _expire_claim(svc, batch_id, str(exc))
                 raise
+        if state == states.CANCELLED and found is None:
+            _cancel_batch(svc, batch_id)
+            return "cancelled"
         try:
             if found is not None:
                 answer = found

@@ -12,7 +12,16 @@ from sqlalchemy import select
 from app.campaigns import results, states, submit
 from app.store.campaign_models import Campaign, CampaignBatch
 from app.store.models import Interaction
-from tests.campaigns.live import corp, create, customers, live_config, statuses, wecom
+from app.wecom.errors import OutcomeUnknown
+from tests.campaigns.live import (
+    corp,
+    create,
+    customers,
+    live_config,
+    statuses,
+    submit_killed_before_the_ledger,
+    wecom,
+)
 
 __all__ = ["corp", "wecom"]  # fixtures
 CONFIRM = 601  # the sandbox's mass_send_confirm_delay (600 s) has passed
@@ -164,3 +173,41 @@ def test_the_api_cancels_a_waiting_campaign_and_a_job_stops_its_tasks(
     assert all(t.state == "cancelled" for s in corp.state.mass_sends.values() for t in s.tasks.values())
     assert statuses(svc, campaign_id) == {"cancelled": 7}
     assert client.post(f"/api/campaigns/{campaign_id}/cancel", headers=hq).status_code == 409
+
+
+def test_cancel_after_a_lost_answer_finds_that_task_and_stops_it(svc, corp, audience) -> None:
+    """add_msg_template's answer was lost (WeCom made the task), then the campaign is cancelled:
+    the batch's retry must look the task up and cancel it in WeCom, not just mark the batch
+    cancelled and leave a task the advisor can still confirm."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    corp.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    [made] = corp.state.mass_sends
+    results.cancel(svc, campaign_id, actor="hq")
+    submit.submit_batch(svc, campaign_id, "sh_a", 0)  # RQ's retry of the batch job
+    assert list(corp.state.mass_sends) == [made]
+    assert [t.state for t in corp.state.mass_sends[made].tasks.values()] == ["cancelled"]
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+
+
+def test_a_cancelled_campaigns_batch_left_by_a_dead_worker_is_looked_up_and_stopped(
+    svc, corp, audience, monkeypatch, work
+) -> None:
+    """A worker died between WeCom's answer and the ledger write; the campaign is cancelled before
+    the dead claim's lease runs out. Once it has, the sweep must still take that batch up (look
+    for its task, cancel it), although the campaign is no longer submitting."""
+    campaign_id = create(svc)
+    submit.start(svc, campaign_id)
+    submit_killed_before_the_ledger(svc, campaign_id, "sh_a", 0, monkeypatch)
+    [made] = corp.state.mass_sends
+    results.cancel(svc, campaign_id, actor="hq")
+    svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
+    work()  # maintenance: the campaign sweep
+    assert [t.state for t in corp.state.mass_sends[made].tasks.values()] == ["cancelled"]
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+    with svc.sessions() as session:
+        assert {b.status for b in session.scalars(select(CampaignBatch))} == {"submitted", "cancelled"}
