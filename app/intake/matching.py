@@ -167,7 +167,9 @@ class Roster:
                     excluded[advisor.userid] = why_not
                     continue
                 result = self._score(advisor, load, customer)
-                scored.append((-result.total, load.assigned_today, advisor.userid, result))
+                # Ranked by the score as explained (_scored_json, Decision.score: 4 places), so
+                # totals that differ only by float rounding tie and the tie-break decides.
+                scored.append((-round(result.total, 4), load.assigned_today, advisor.userid, result))
         codes = tuple(dealer.code for dealer in territory)
         if not scored:
             return Match(None, [], codes, rerouted, "no eligible advisor in the territory", excluded)

@@ -91,6 +91,22 @@ def test_ties_go_to_the_less_loaded_then_to_the_userid() -> None:
     assert roster.match(Customer(dealer_code="SH01"), {"a": Load(1), "b": Load(1)}).chosen.userid == "c"
 
 
+def test_scores_equal_as_explained_go_by_the_tie_break_not_by_float_noise() -> None:
+    # Acceptance 0.2 + response 0.2 and acceptance 0.3 + response 0.1 (1/(1 + 5400/600)): both
+    # 12.4 in the explanation, one bit apart as floats. Equal load, so the userid decides.
+    roster = Roster(
+        [SH],
+        [
+            advisor("b", acceptance_rate=0.3, median_first_response_s=5400),
+            advisor("a", acceptance_rate=0.2, median_first_response_s=2400),
+        ],
+    )
+    match = roster.match(Customer(dealer_code="SH01"), {})
+    explained = match.explain()
+    assert explained["chosen"]["score"] == explained["runners_up"][0]["score"] == 12.4
+    assert match.chosen.userid == "a"
+
+
 # -- properties ------------------------------------------------------------------------------------
 
 MODELS = ["RAV4", "COROLLA", "BZ4X", "AVALON", "CAMRY"]
@@ -171,4 +187,5 @@ def test_properties_of_every_match(world, rnd: random.Random) -> None:
         )
     for scored in [match.chosen, *match.runners_up]:
         assert abs(sum(scored.breakdown.values()) - scored.total) < 1e-9  # the explanation adds up
-    assert all(match.chosen.total >= other.total for other in match.runners_up)
+    explained = match.explain()  # the pick follows the scores as explained, then the tie-break
+    assert all(explained["chosen"]["score"] >= other["score"] for other in explained["runners_up"])
