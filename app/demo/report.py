@@ -29,7 +29,7 @@ from app.demo.feed import FeedRead
 from app.demo.play import Played
 from app.demo.scenario import LEAD_LINK, LEAD_UNIONID, OWN, SHARED, Scenario
 from app.demo.sop_report import SopSeen, collect_sop, expected_sop_interactions, sop_checks, sop_lines
-from app.intake.assign import start_of_day
+from app.intake.assign import NOT_LOAD, start_of_day
 from app.sandbox import SandboxServer
 from app.services import Services
 from app.store import inbox
@@ -191,7 +191,7 @@ def _collect_intake(session: Any, seen: Observed) -> None:
             seen.linked_by[str(payload.get("by"))] += 1
     for row in session.scalars(select(Assignment).order_by(Assignment.id)):
         explanation = row.explanation or {}
-        if row.advisor_userid and row.status not in ("failed", "unassigned", "linked"):
+        if row.advisor_userid and row.status not in NOT_LOAD:
             day = start_of_day(row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC)).date()
             seen.day_load[(row.advisor_userid, day.isoformat())] += 1
             if row.dedup_key.startswith("lead:") or row.reason in ("shared_code", "transfer_retry"):

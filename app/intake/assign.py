@@ -52,7 +52,7 @@ ROSTER_CHECK_SECONDS = 5.0  # how stale a process's roster may be after `scrm ro
 # Assignments that did not give the advisor a customer do not count towards today's load, nor
 # does the add that fulfils a lead ("linked"): the lead's own assignment already counted it, nor
 # an add the advisor has not confirmed ("unconfirmed"): its confirming add counts it.
-_NOT_LOAD = ("failed", "unassigned", "linked", "unconfirmed")
+NOT_LOAD = ("failed", "unassigned", "linked", "unconfirmed")
 # Advisors per load query, whose three IN lists (plus a batch's up to CHUNK subject keys) stay
 # well under any driver's bound-parameter limit (SQLite 32,766; PostgreSQL 65,535).
 _LOAD_QUERY_ADVISORS = 2000
@@ -208,7 +208,7 @@ def loads(
     uncounted: Collection[str] = (),
     pending_for: timedelta | None = None,
 ) -> dict[str, matching.Load]:
-    """Today's load of these advisors (one query): assignments today (China day, ``_NOT_LOAD``
+    """Today's load of these advisors (one query): assignments today (China day, ``NOT_LOAD``
     statuses aside) and open leads, each plus the decisions in the ledger today whose assignment
     row is not written yet (a lead's decision also opens a lead, as ``LoadBook.count`` has it).
     ``uncounted``: subject keys whose ledger decisions the caller counts itself (a batch's own
@@ -249,7 +249,7 @@ def _load_statement():
         Assignment.advisor_userid.in_(userids),
         Assignment.created_at >= today,
         Assignment.created_at < tomorrow,
-        Assignment.status.not_in(_NOT_LOAD),
+        Assignment.status.not_in(NOT_LOAD),
     )
     open_leads = select(Lead.advisor_userid, _one(0), _one(1)).where(
         Lead.advisor_userid.in_(userids), Lead.status == LeadStatus.ASSIGNED

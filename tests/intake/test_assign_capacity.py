@@ -91,7 +91,7 @@ def _today(svc) -> tuple[Counter[str], Counter[str], int]:
         open_leads = Counter(
             session.scalars(select(Lead.advisor_userid).where(Lead.status == LeadStatus.ASSIGNED))
         )
-    assigned = Counter(advisor for advisor, status in rows if advisor and status not in assign._NOT_LOAD)
+    assigned = Counter(advisor for advisor, status in rows if advisor and status not in assign.NOT_LOAD)
     return assigned, open_leads, sum(1 for advisor, _ in rows if advisor is None)
 
 
