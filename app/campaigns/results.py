@@ -2,7 +2,7 @@
 
 ``poll`` goes through every batch whose advisor task is still open (``task_state = 'unsent'``):
 
-- get_groupmsg_task (all pages): is the advisor's task sent (status 2)?
+- get_groupmsg_task (all pages): is the advisor's task sent (status 2; 1 in the doc's example)?
 - sent: get_groupmsg_send_result (all pages) gives each customer's status: 1 ``sent``, 2
   ``not_friend``, 3 ``over_limit`` (WeCom's per-customer receiving limit), 0 ``not_sent``; the
   customers' rows and ``campaign_delivered`` / ``campaign_failed`` interactions are written and the
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_REMINDERS = 3  # WeCom: three reminders per mass send within 24 hours
 TASK_SENT = 2
+TASK_SENT_STATUSES = (1, TASK_SENT)  # the doc text says 2, its example shows 1: accept either
 WHO = (CampaignRecipient.external_userid, CampaignRecipient.advisor_userid, CampaignRecipient.dealer_code)
 RESULT_STATUS = {0: "not_sent", 1: "sent", 2: "not_friend", 3: "over_limit"}
 REASONS = {"not_sent": "not_sent", "not_friend": "not_friend", "over_limit": "over_limit"}
@@ -65,7 +66,7 @@ class PollReport:
 
 def task_sent(client: WeComClient, msgid: str, advisor_userid: str) -> bool:
     tasks = cursor_pages(lambda cursor: client.get_groupmsg_task(msgid, cursor=cursor), "task_list")
-    return any(t.get("userid") == advisor_userid and t.get("status") == TASK_SENT for t in tasks)
+    return any(t.get("userid") == advisor_userid and t.get("status") in TASK_SENT_STATUSES for t in tasks)
 
 
 def send_results(client: WeComClient, msgid: str, advisor_userid: str) -> dict[str, str]:

@@ -211,3 +211,18 @@ def test_a_cancelled_campaigns_batch_left_by_a_dead_worker_is_looked_up_and_stop
     assert statuses(svc, campaign_id) == {"cancelled": 7}
     with svc.sessions() as session:
         assert {b.status for b in session.scalars(select(CampaignBatch))} == {"submitted", "cancelled"}
+
+
+def test_a_task_reported_sent_with_status_1_counts_as_sent(svc, corp, audience, clock, monkeypatch) -> None:
+    """get_groupmsg_task's status for a sent task: the doc text says 2, its example shows 1
+    (REFERENCE.md: accept either). A WeCom answering 1 must not leave the tasks unsent until they
+    expire (every customer ``not_sent``, advisors who did send reminded)."""
+    from app.sandbox import massend
+
+    monkeypatch.setattr(massend, "TASK_SENT", 1)
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    clock.advance(CONFIRM)
+    report = results.poll(svc, campaign_id)
+    assert (report.sent, report.done) == (3, True)
+    assert statuses(svc, campaign_id) == {"sent": 7}
