@@ -597,11 +597,13 @@ def _finish(
             advance.update(status=EnrollmentStatus.COMPLETED, next_due_at=None)
         else:
             advance["next_due_at"] = enrollment.step_due_at(svc.settings, e.enrolled_at, card, step_index + 1)
-        session.execute(
+        # No row when the enrollment ended meanwhile (the customer left while the step ran): the
+        # step's run is still recorded, but the enrollment is not also completed.
+        advanced = session.execute(
             update(E)
             .where(E.c.id == e.id, E.c.status == EnrollmentStatus.ACTIVE, E.c.next_step == step_index)
             .values(**advance)
-        )
+        ).rowcount
 
         def interaction(kind: str, key: str, payload: dict[str, Any]) -> NewInteraction:
             return NewInteraction(
@@ -654,12 +656,12 @@ def _finish(
                     }
                     items.append(interaction("tagged", f"{step_index}:tagged:{i}", payload))
             items.append(interaction("sop_step_done", f"{step_index}:done", {**common, "actions": results}))
-        if last:
+        if last and advanced:
             items.append(interaction("sop_completed", "completed", {**common, "steps": len(card.steps)}))
         interactions.append(session, items, now)
     if status == StepRunStatus.SKIPPED:
         return "skipped"
-    return "completed" if last else "done"
+    return "completed" if last and advanced else "done"
 
 
 def _set_stage(session: Session, external_userid: str, stage: str, now: datetime) -> str | None:

@@ -465,6 +465,28 @@ def test_a_customer_no_longer_followed_is_not_reminded(svc, corp) -> None:
     assert len(cards_to(corp, "sh_b")) == 1
 
 
+def test_a_customer_who_leaves_while_the_last_step_runs_is_not_also_completed(svc, corp, monkeypatch) -> None:
+    load(svc, card_body(steps=[{"at": "day 0", "reminder": "问候 {customer}"}]))
+    customer(svc, corp, "wm1")
+    enroll(svc, "welcome", "wm1")
+    send = runner._send_reminder
+
+    def reminded_then_left(*args: Any, **kwargs: Any):
+        result = send(*args, **kwargs)
+        now = svc.clock.now()  # meanwhile the consumer reads the customer's deletion
+        with svc.sessions.begin() as session:
+            customers.end_relation(session, "sh_a", "wm1", RelationStatus.LOST, "customer_deleted_advisor", now)
+        record(svc, "churned", "wm1")
+        assert triggers.consume(svc).exited == 1
+        return result
+
+    monkeypatch.setattr(runner, "_send_reminder", reminded_then_left)
+    runner.run_due(svc)
+    [row] = enrollments(svc)
+    assert (row.status, row.exit_reason) == ("exited", "customer_left")
+    assert kinds(svc, "wm1") == ["sop_enrolled", "sop_exited", "sop_reminded", "sop_step_done"]
+
+
 def test_a_step_that_keeps_failing_ends_the_enrollment(svc, corp) -> None:
     load(svc, card_body())
     customer(svc, corp, "wm1")
