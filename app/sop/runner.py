@@ -73,6 +73,10 @@ log = logging.getLogger(__name__)
 E = SopEnrollment.__table__
 R = SopStepRun.__table__
 GONE = {40096, 84061}  # the customer, or the relation with the advisor, is gone
+# add_msg_template for one customer who cannot be sent to (not a friend any more, over their
+# receiving limit): WeCom refuses the whole call with "no customers to send to". Another run
+# would meet the same answer, so the send is recorded as not sendable and the step goes on.
+NOBODY_TO_SEND = 41048
 MAX_STEP_ATTEMPTS = 8  # claims of one step before the enrollment ends with step_failed
 REMINDER_BUTTON = "查看话术"  # textcard btntxt: at most 4 characters
 SUGGESTED_REPLIES = 2  # how many quick replies the reminder card quotes
@@ -521,6 +525,8 @@ def _send(svc: Services, ctx: _Context, key: str, action: SendAction) -> dict[st
         except WeComError as exc:
             if exc.errcode in GONE:
                 return {"type": "send", "status": "gone", "errcode": exc.errcode}
+            if exc.errcode == NOBODY_TO_SEND:
+                return {"type": "send", "status": "not_sendable", "errcode": exc.errcode}
             raise
         return {
             "type": "send",

@@ -543,6 +543,24 @@ def test_workers_enqueue_one_sweep_job_per_interval(svc, corp, work) -> None:
     assert sop_jobs.sweep_if_due(svc) is True  # finished: the next interval sweeps again
 
 
+def test_a_send_wecom_finds_nobody_to_send_to_is_recorded_and_the_step_goes_on(svc, corp) -> None:
+    """WeCom answers 41048 (no customers to send to) for a customer it will not send to: a retry
+    would meet the same answer, so the step completes with the send marked not sendable."""
+    send = {"type": "send", "text": "{customer}您好，本周末有试驾专场"}
+    load(svc, card_body("nobody", steps=[{"at": "day 0", "reminder": "邀约 {customer}", "actions": [send]}]))
+    customer(svc, corp, "wm1", tags=["意向车型:RAV4"])
+    enroll(svc, "nobody", "wm1")
+    corp.state.faults.add({"path": "externalcontact/add_msg_template", "errcode": 41048, "times": 5})
+
+    assert runner.run_due(svc).completed == 1
+    assert msg_templates(corp.state) == []
+    assert len(cards_to(corp, "sh_a")) == 1  # the advisor's reminder still went out
+    with svc.sessions() as session:
+        [done] = session.scalars(select(Interaction).where(Interaction.kind == "sop_step_done")).all()
+    [action] = done.payload["actions"]
+    assert (action["status"], action["errcode"]) == ("not_sendable", 41048)
+
+
 def test_a_send_whose_answer_was_lost_is_adopted_not_sent_again(svc, corp, clock) -> None:
     """WeCom made the customer's task but the answer was lost (a 502 after the fact): the run
     fails for a retry, and the retry finds that task in WeCom instead of making a second one."""
