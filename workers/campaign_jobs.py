@@ -10,7 +10,9 @@ one worker per INBOX_SWEEP_INTERVAL run it. A sweep is a few indexed queries and
   job's life; correctness rests on the batch claim, not on the marker); so are a cancelled
   campaign's batches whose claim ran out (a dead job's: its task may exist in WeCom, and
   ``submit_batch`` looks it up and cancels it);
-- waiting campaigns, each at most once per CAMPAIGN_POLL_INTERVAL (a Redis key) → ``poll_campaign``.
+- waiting campaigns, each at most once per CAMPAIGN_POLL_INTERVAL (a Redis key) → ``poll_campaign``;
+  cancelled campaigns with a task still open (their cancel did not reach WeCom: the job gave up,
+  or ``scrm campaign cancel`` failed after the state change) → ``cancel_campaign``, as often.
 
 ``submit_campaign`` freezes the audience and enqueues one ``submit_batch`` per batch (job id
 ``campaign-<id>-batch-<batch id>-<attempt>``), so batches of different advisors go out in
@@ -151,6 +153,15 @@ def sweep(svc: Services) -> dict[str, int]:
             )
         )
         refs = [ref for cid in submitting + orphaned for ref in submit.pending_batches(session, cid, now)]
+        # A cancelled campaign with a task still open: its cancel did not get through to WeCom.
+        uncancelled = list(
+            session.scalars(
+                select(CampaignBatch.campaign_id)
+                .join(Campaign, Campaign.id == CampaignBatch.campaign_id)
+                .where(Campaign.state == states.CANCELLED, CampaignBatch.task_state == "unsent")
+                .distinct()
+            )
+        )
     _enqueue(svc, DEFAULT, [_data(svc, "submit_campaign", (cid,), f"campaign-{cid}-submit",
                                   f"campaign {cid}: start the submission") for cid in due])  # fmt: skip
     batches = enqueue_batches(svc, refs)
@@ -159,6 +170,12 @@ def sweep(svc: Services) -> dict[str, int]:
         _data(svc, "poll_campaign", (cid,), f"campaign-{cid}-poll-{int(now.timestamp())}",
               f"campaign {cid}: results and reminders")
         for cid in waiting + submitting
+        if svc.redis.set(POLLED_KEY.format(campaign=cid), "1", nx=True, ex=interval)
+    ]  # fmt: skip
+    polls += [
+        _data(svc, "cancel_campaign", (cid,), f"campaign-{cid}-cancel-{int(now.timestamp())}",
+              f"campaign {cid}: cancel the advisors' tasks still open")
+        for cid in uncancelled
         if svc.redis.set(POLLED_KEY.format(campaign=cid), "1", nx=True, ex=interval)
     ]  # fmt: skip
     _enqueue(svc, DEFAULT, polls)

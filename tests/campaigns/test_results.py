@@ -226,3 +226,22 @@ def test_a_task_reported_sent_with_status_1_counts_as_sent(svc, corp, audience, 
     report = results.poll(svc, campaign_id)
     assert (report.sent, report.done) == (3, True)
     assert statuses(svc, campaign_id) == {"sent": 7}
+
+
+def test_a_cancel_whose_wecom_calls_failed_is_finished_by_the_sweep(svc, corp, audience, clock, work) -> None:
+    """``scrm campaign cancel`` marks the campaign cancelled, then WeCom stays busy for
+    cancel_groupmsg_send: the command fails and cannot be run again (the campaign is cancelled
+    already). The advisors' tasks must still be cancelled later, not left for them to confirm."""
+    from app.wecom.errors import WeComUnavailable
+
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    busy = corp.state.faults.add({"path": "externalcontact/cancel_groupmsg_send", "errcode": -1})
+    with pytest.raises(WeComUnavailable):
+        results.cancel(svc, campaign_id, actor="cli")
+    assert _state(svc, campaign_id) == states.CANCELLED
+    corp.state.faults.remove(busy.id)
+    clock.advance(60)
+    work()  # maintenance: the campaign sweep
+    assert all(t.state == "cancelled" for s in corp.state.mass_sends.values() for t in s.tasks.values())
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
