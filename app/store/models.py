@@ -76,8 +76,8 @@ class Interaction(Base):
 
     ``dedup_key`` makes a handler's write idempotent (a job that runs twice writes once).
     ``tx_id`` is the writing transaction's id on PostgreSQL (0 on SQLite, which has one writer);
-    the feed orders by (tx_id, id) and stops before the oldest open transaction, so a reader
-    never skips a row that commits late.
+    the feed orders by (tx_id, id) and stops before the oldest transaction open in this database,
+    so a reader never skips a row that commits late.
     """
 
     __tablename__ = "interactions"

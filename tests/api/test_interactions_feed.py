@@ -6,6 +6,9 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from app.store import interactions
 from app.store.interactions import NewInteraction
@@ -145,3 +148,53 @@ def test_a_row_that_commits_late_is_never_skipped(client, svc) -> None:
 
     assert before == []  # B is held back while A's transaction is open
     assert [item["payload"]["w"] for item in after] == ["a", "b"]  # then both, in commit-safe order
+
+
+def _postgresql_only(svc) -> None:
+    if svc.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single writer: commit order is id order")
+
+
+def test_an_open_write_in_another_database_does_not_hold_the_feed_back(client, svc) -> None:
+    """Transaction ids are server-wide: a long write in another database of a shared server
+    must not stop the CDP (or the SOP triggers) from reading what this one committed."""
+    _postgresql_only(svc)
+    elsewhere = create_engine(svc.engine.url.set(database="postgres"), poolclass=NullPool)
+    try:
+        with elsewhere.begin() as conn:
+            conn.execute(text("SELECT pg_current_xact_id()"))  # holds a transaction id, open
+            _add(svc, 3)
+            items = client.get("/api/interactions", headers=AUTH).json["items"]
+            assert [item["payload"]["i"] for item in items] == [0, 1, 2]
+    finally:
+        elsewhere.dispose()
+
+
+def test_a_reader_in_a_transaction_that_writes_does_not_pass_its_own_rows(svc) -> None:
+    """A reader whose own transaction holds an id (the SOP consumer locks its cursor, then
+    writes interactions) must not serve rows past that id: its own rows, committed later,
+    would sort before them and be skipped."""
+    _postgresql_only(svc)
+    _add(svc, 1)
+    with svc.sessions.begin() as session:
+        session.execute(text("SELECT pg_current_xact_id()"))
+        assert interactions.page(session, None, 10)[0].payload == {"i": 0}
+        _add(svc, 1, start=1)  # another transaction, after ours began: a larger id
+        assert [row.payload["i"] for row in interactions.page(session, None, 10)] == [0]
+
+
+def test_a_repeatable_read_reader_keeps_the_server_wide_horizon(svc) -> None:
+    """Under REPEATABLE READ the page reuses the transaction's first snapshot, so the reader
+    falls back to the oldest open transaction of the whole server."""
+    _postgresql_only(svc)
+    _add(svc, 2)
+    elsewhere = create_engine(svc.engine.url.set(database="postgres"), poolclass=NullPool)
+    try:
+        with elsewhere.begin() as other, svc.engine.connect() as conn:
+            other.execute(text("SELECT pg_current_xact_id()"))
+            _add(svc, 1, start=2)  # committed after the other database's write began
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            with Session(bind=conn) as session:
+                assert [row.payload["i"] for row in interactions.page(session, None, 10)] == [0, 1]
+    finally:
+        elsewhere.dispose()
