@@ -198,3 +198,50 @@ def test_a_repeatable_read_reader_keeps_the_server_wide_horizon(svc) -> None:
                 assert [row.payload["i"] for row in interactions.page(session, None, 10)] == [0, 1]
     finally:
         elsewhere.dispose()
+
+
+def test_a_reader_polling_while_writers_commit_out_of_order_sees_each_row_once(svc) -> None:
+    """Writers hold their transactions open for different times, so ids commit out of order,
+    while a reader polls with its cursor: when all is committed it has seen every row once."""
+    _postgresql_only(svc)
+    import random
+
+    written: list[str] = []
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        rng = random.Random(n)
+        for t in range(15):
+            keys = [f"race:{n}:{t}:{r}" for r in range(rng.randint(1, 3))]
+            with svc.sessions.begin() as session:
+                interactions.append(
+                    session,
+                    [NewInteraction(kind="added", occurred_at=svc.clock.now(), dedup_key=k) for k in keys],
+                    svc.clock.now(),
+                )
+                threading.Event().wait(rng.random() * 0.02)  # hold the transaction open a little
+            with lock:
+                written.extend(keys)
+
+    seen: list[str] = []
+    after = None
+
+    def poll() -> None:
+        nonlocal after
+        with svc.sessions() as session:
+            rows = interactions.page(session, after, 50)
+        if rows:
+            seen.extend(row.dedup_key for row in rows)
+            after = interactions.Cursor(rows[-1].tx_id, rows[-1].id)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        poll()
+    for thread in threads:
+        thread.join()
+    for _ in range(20):  # drain
+        poll()
+    assert len(seen) == len(set(seen))
+    assert sorted(seen) == sorted(written)
