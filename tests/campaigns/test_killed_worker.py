@@ -307,7 +307,9 @@ def test_two_workers_on_one_campaign_one_killed_inside_a_call(
     survivor = second if victim is first else first
     assert workers.kill(victim), "no work horse was running"
     at_kill = batch_states(svc, campaign_id)
-    assert 0 < at_kill["submitted"] < BATCHES and at_kill["pending"] > 0
+    # Usually some batches are still pending here; on a busy machine the other worker may have
+    # submitted them all while the held batch was being found, which changes nothing below.
+    assert 0 < at_kill["submitted"] < BATCHES and at_kill["submitting"] >= 1
 
     # The survivor submits every other batch; the victim's stays claimed under its lease.
     workers.wait_for(
