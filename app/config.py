@@ -174,13 +174,14 @@ class Settings(BaseModel):
         """DEALER_API_TOKENS parsed: {token: dealer code}. ValueError on a malformed list."""
         tokens: dict[str, str] = {}
         codes: set[str] = set()
-        for item in self.DEALER_API_TOKENS.split(","):
+        for number, item in enumerate(self.DEALER_API_TOKENS.split(","), start=1):
             if not item.strip():
                 continue
             code, sep, token = item.partition("=")
             code, token = code.strip().upper(), token.strip()
             if not sep or not code or not token:
-                raise ValueError(f"{item.strip()!r} is not CODE=token")
+                # Named by position: the item may be a token (never echo a secret).
+                raise ValueError(f"item {number} is not CODE=token")
             if code in codes:
                 raise ValueError(f"dealer {code} has two tokens")
             if token in tokens or token == self.HQ_API_TOKEN:

@@ -92,3 +92,11 @@ def test_every_setting_has_a_row_in_the_readme_configuration_table() -> None:
     documented = {key for row in rows for key in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
     assert sorted(set(Settings.model_fields) - documented) == []
     assert sorted(documented - set(Settings.model_fields)) == []
+
+
+@pytest.mark.parametrize("value", ["SH01:tok-secret-0123456789abcdefgh", "tok-secret-0123456789abcdefgh"])
+def test_a_malformed_dealer_token_list_names_the_variable_but_not_the_token(value: str) -> None:
+    with pytest.raises(ConfigError, match="DEALER_API_TOKENS") as raised:
+        load_settings(environ={**PRODUCTION, "DEALER_API_TOKENS": f"HZ01=other-0123456789abcdefghij,{value}"})
+    assert "secret" not in str(raised.value)
+    assert "other-0123456789" not in str(raised.value)
