@@ -6,7 +6,11 @@
    most CAMPAIGN_BATCH_SIZE customers (WeCom takes 10,000 external_userids per call). Inserts are
    ``ON CONFLICT DO NOTHING`` on (campaign, customer) and (campaign, advisor, batch_no), so a
    rerun adds nobody twice; a rerun of ``start`` on a campaign already ``submitting`` only lists
-   the batches still pending.
+   the batches still pending. A filter that no longer resolves (``AudienceError``: a dealer,
+   region or tag it names has left the store since the campaign was created) would fail every
+   rerun alike, so the campaign goes ``scheduled → cancelled`` instead, the error as the
+   transition's reason (``audience cannot be resolved: unknown dealer 'XX0'``); any other error
+   (database or Redis down) is raised and the next sweep tries again.
 2. ``submit_batch``: one call per batch, ``sender`` = the advisor, ``external_userid`` = the batch.
    a. the effects ledger is read first (key ``campaign:{id}:batch:{advisor}:{n}``): an answer
       there is applied without calling WeCom again;
@@ -133,7 +137,8 @@ def append_events(session: Session, items: list[NewInteraction], now: datetime) 
 def start(svc: Services, campaign_id: int, *, actor: str = ACTOR) -> list[BatchRef]:
     """Move a scheduled campaign to submitting and freeze its audience (one transaction); return
     the batches still to submit (for a campaign already submitting: the pending ones). A campaign
-    in any other state gives []. LookupError if there is no such campaign."""
+    in any other state gives [], and so does one whose filter no longer resolves (it is cancelled,
+    see the module notes). LookupError if there is no such campaign."""
     now = svc.clock.now()
     with svc.sessions() as session:
         campaign = session.get(Campaign, campaign_id)
@@ -145,9 +150,14 @@ def start(svc: Services, campaign_id: int, *, actor: str = ACTOR) -> list[BatchR
             except states.StateConflict:
                 session.rollback()  # another worker started it: fall through to its batches
             else:
-                recipients = audience.resolve_audience(
-                    session, campaign.spec["audience"], campaign.scope_dealer, svc.settings.intent_bands
-                )
+                try:
+                    recipients = audience.resolve_audience(
+                        session, campaign.spec["audience"], campaign.scope_dealer, svc.settings.intent_bands
+                    )
+                except audience.AudienceError as exc:  # a name in the filter left the store
+                    session.rollback()
+                    _cancel_unresolvable(session, campaign_id, exc, actor=actor, now=now)
+                    return []
                 freeze(session, campaign_id, recipients, svc.settings.CAMPAIGN_BATCH_SIZE, now)
                 session.commit()
         state = session.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
@@ -157,6 +167,23 @@ def start(svc: Services, campaign_id: int, *, actor: str = ACTOR) -> list[BatchR
     if not refs:
         finish_submission(svc, campaign_id)
     return refs
+
+
+def _cancel_unresolvable(
+    session: Session, campaign_id: int, exc: audience.AudienceError, *, actor: str, now: datetime
+) -> None:
+    """``scheduled → cancelled`` with the filter's error as the reason: another try would meet the
+    same error (a dealer, region or tag the filter names is no longer in the store)."""
+    reason = f"audience cannot be resolved: {exc.message}"[:255]
+    try:
+        states.move(
+            session, campaign_id, states.SCHEDULED, states.CANCELLED, actor=actor, now=now, reason=reason
+        )
+    except states.StateConflict:
+        session.rollback()  # cancelled or started by someone else meanwhile
+        return
+    session.commit()
+    log.warning("campaign %s cancelled: %s", campaign_id, reason)
 
 
 def freeze(

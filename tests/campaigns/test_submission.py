@@ -258,3 +258,56 @@ def test_a_lost_task_is_found_after_a_later_claim_died_before_looking(svc, corp,
     assert submit.submit_batch(svc, campaign_id, "sh_a", 0) == "submitted"
     assert list(corp.state.mass_sends) == [made]
     assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
+
+
+def test_a_campaign_whose_dealer_left_the_roster_is_cancelled_not_retried_for_ever(
+    svc, corp, audience, work
+) -> None:
+    """A dealer named in the filter is removed from the roster before the campaign is due: its
+    audience cannot be resolved any more (AudienceError). The campaign must leave ``scheduled``
+    with the reason in its history, not fail its submit job on every sweep for ever."""
+    from app.store.campaign_models import CampaignTransition
+    from app.store.models import Dealer
+
+    now = svc.clock.now()
+    with svc.sessions.begin() as session:
+        session.add(Dealer(code="XX0", name="旧店", region="east", city="上海", lat=0.0, lon=0.0,
+                           models=[], territory=[], updated_at=now))  # fmt: skip
+    campaign_id = create(svc, audience="dealer(SH01, XX0)")
+    with svc.sessions.begin() as session:
+        session.delete(session.get(Dealer, "XX0"))
+    work()  # maintenance sweep: submit_campaign
+    assert _state(svc, campaign_id) == states.CANCELLED
+    with svc.sessions() as session:
+        last = session.scalars(
+            select(CampaignTransition)
+            .where(CampaignTransition.campaign_id == campaign_id)
+            .order_by(CampaignTransition.id.desc())
+        ).first()
+        assert (last.from_state, last.to_state, last.actor) == (states.SCHEDULED, states.CANCELLED, "worker")
+        assert last.reason == "audience cannot be resolved: unknown dealer 'XX0'"
+        assert session.scalar(select(func.count()).select_from(CampaignRecipient)) == 0
+    assert corp.state.mass_sends == {}
+    svc.clock.advance(svc.settings.CAMPAIGN_POLL_INTERVAL + 1)
+    assert campaign_jobs.sweep(svc)["submit"] == 0
+
+
+def test_a_transient_error_while_resolving_the_audience_does_not_cancel(
+    svc, corp, audience, monkeypatch
+) -> None:
+    """Only a filter that cannot be used cancels: the database failing mid-resolve leaves the
+    campaign scheduled for the next sweep."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.campaigns import audience as audience_module
+
+    def down(*_args: Any, **_kwargs: Any) -> None:
+        raise OperationalError("SELECT …", {}, Exception("server closed the connection unexpectedly"))
+
+    campaign_id = create(svc)
+    with monkeypatch.context() as patch:
+        patch.setattr(audience_module, "resolve_audience", down)
+        with pytest.raises(OperationalError):
+            submit.start(svc, campaign_id)
+    assert _state(svc, campaign_id) == states.SCHEDULED
+    assert len(submit.start(svc, campaign_id)) == 4  # sh_a: 5 customers, sh_b: 4; batches of 3
