@@ -19,7 +19,13 @@ handed to WeCom (submitting, waiting) is cancelled here — a conditional UPDATE
 transition row, since ``states.TRANSITIONS`` keeps those moves for this step — its pending batches
 are cancelled (never submitted), and each open task gets cancel_groupmsg_send and is read back: a
 task the advisor confirmed before the cancel arrived keeps its results (what was sent stays sent),
-the others' customers become ``cancelled``.
+the others' customers become ``cancelled``. A cancel WeCom refuses for good (an errcode another
+try would repeat: the task was sent meanwhile, an invalid msgid; see ``refused_for_good``) is
+logged and the task read back all the same: sent, its results are recorded; otherwise (or when
+WeCom cannot read it either) it is closed as ``cancelled``, and the pass goes on with the other
+tasks, so the campaign sweep does not enqueue that cancel again. Busy, 45009, 5xx, timeouts, 41063
+(still being dispatched) and our own credential or permission errors are raised: the task stays
+open and the sweep's next cancel tries again.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from app.campaigns.submit import ACTOR, OPEN_BATCH, append_events, chunks, event
 from app.services import Services
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient, CampaignTransition
 from app.wecom.client import WeComClient, contact_client, cursor_pages
-from app.wecom.errors import WeComApiFailure
+from app.wecom.errors import WeComApiFailure, WeComError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,16 @@ class PollReport:
             f"{self.checked} task(s) checked: {self.sent} sent, {self.expired} expired, "
             f"{self.cancelled} cancelled, {self.reminded} reminded" + ("; campaign done" if self.done else "")
         )
+
+
+# Refusals that say nothing final about the task: WeCom is still dispatching the send (41063),
+# or our credentials, permissions or IP are wrong (every call fails alike until that is fixed).
+NOT_FINAL = frozenset({41063, 40001, 40013, 40014, 41001, 42001, 48002, 60020, 301002})
+
+
+def refused_for_good(exc: WeComError) -> bool:
+    """A business errcode about this call that another try would only repeat."""
+    return exc.errcode is not None and exc.errcode not in NOT_FINAL and exc.api != "gettoken"
 
 
 def task_sent(client: WeComClient, msgid: str, advisor_userid: str) -> bool:
@@ -94,10 +110,24 @@ def poll(svc: Services, campaign_id: int, *, cancelling: bool = False, actor: st
     client = contact_client(svc) if batches else None
     for batch in batches:
         report.checked += 1
+        refused = None
         if cancelling:
-            client.cancel_groupmsg_send(batch.msgid)
+            try:
+                client.cancel_groupmsg_send(batch.msgid)
+            except WeComError as exc:
+                if not refused_for_good(exc):
+                    raise
+                log.warning("campaign %s: WeCom refused to cancel %s's task %s: %s",
+                            batch.campaign_id, batch.advisor_userid, batch.msgid, exc)  # fmt: skip
+                refused = exc
         now = svc.clock.now()
-        if task_sent(client, batch.msgid, batch.advisor_userid):
+        try:
+            sent = task_sent(client, batch.msgid, batch.advisor_userid)
+        except WeComError as exc:
+            if refused is None or not refused_for_good(exc):
+                raise
+            sent = False  # WeCom knows no such task to cancel or read: close it as cancelled
+        if sent:
             record_results(svc, batch, send_results(client, batch.msgid, batch.advisor_userid))
             report.sent += 1
         elif cancelling:

@@ -22,6 +22,7 @@ from tests.campaigns.live import (
     submit_killed_before_the_ledger,
     wecom,
 )
+from workers import campaign_jobs
 
 __all__ = ["corp", "wecom"]  # fixtures
 CONFIRM = 601  # the sandbox's mass_send_confirm_delay (600 s) has passed
@@ -245,3 +246,55 @@ def test_a_cancel_whose_wecom_calls_failed_is_finished_by_the_sweep(svc, corp, a
     work()  # maintenance: the campaign sweep
     assert all(t.state == "cancelled" for s in corp.state.mass_sends.values() for t in s.tasks.values())
     assert statuses(svc, campaign_id) == {"cancelled": 7}
+
+
+def test_a_cancel_refused_for_a_task_already_sent_records_it_and_cancels_the_others(
+    svc, corp, audience, clock
+) -> None:
+    """WeCom refuses cancel_groupmsg_send for good for sh_a's task (it was sent meanwhile): that
+    refusal must not stop the other advisors' tasks from being cancelled, and sh_a's task must be
+    closed with its results, not retried by every sweep for ever."""
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    corp.platform.advisor_confirms_mass_send("sh_a")
+    refused = corp.state.faults.add(
+        {"path": "externalcontact/cancel_groupmsg_send", "errcode": 40058, "times": 1}
+    )  # the first task of the pass: sh_a's
+    report = results.cancel(svc, campaign_id, actor="hq")
+    assert [r.hits for r in corp.state.faults.rules() if r.id == refused.id] == [1]
+    assert (report.sent, report.cancelled) == (1, 2)
+    assert statuses(svc, campaign_id) == {"sent": 3, "cancelled": 4}
+    tasks = {t.userid: t.state for s in corp.state.mass_sends.values() for t in s.tasks.values()}
+    assert tasks == {"sh_a": "sent", "sh_b": "cancelled", "sh_c": "cancelled"}
+    clock.advance(svc.settings.CAMPAIGN_POLL_INTERVAL + 1)
+    assert campaign_jobs.sweep(svc)["polls"] == 0  # nothing left to cancel
+
+
+def test_a_cancel_refused_for_a_task_wecom_cannot_find_closes_it(svc, corp, audience, clock) -> None:
+    """cancel_groupmsg_send and get_groupmsg_task both refuse sh_a's msgid for good (an invalid
+    msgid): the task is closed as the cancel would close it, and the pass goes on."""
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    for path in ("externalcontact/cancel_groupmsg_send", "externalcontact/get_groupmsg_task"):
+        corp.state.faults.add({"path": path, "errcode": 40058, "times": 1})
+    report = results.cancel(svc, campaign_id, actor="hq")
+    assert (report.sent, report.cancelled) == (0, 3)
+    assert statuses(svc, campaign_id) == {"cancelled": 7}
+    with svc.sessions() as session:
+        assert {b.task_state for b in session.scalars(select(CampaignBatch))} == {"cancelled"}
+
+
+@pytest.mark.parametrize("fault", [{"errcode": 45009}, {"errcode": 41063}, {"http_status": 503}])
+def test_a_cancel_that_may_still_get_through_keeps_the_task_open(svc, corp, audience, fault) -> None:
+    """Busy, rate-limited, a 5xx, or 41063 (the send is still being dispatched): the task stays
+    unsent for the sweep's next cancel, nothing is closed."""
+    from app.wecom.errors import WeComApiFailure
+
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    corp.state.faults.add({"path": "externalcontact/cancel_groupmsg_send", **fault})
+    with pytest.raises(WeComApiFailure):
+        results.cancel(svc, campaign_id, actor="cli")
+    with svc.sessions() as session:
+        assert {b.task_state for b in session.scalars(select(CampaignBatch))} == {"unsent"}
+    assert statuses(svc, campaign_id) == {"submitted": 7}
