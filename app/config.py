@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,6 +132,15 @@ class Settings(BaseModel):
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("LOG_LEVEL")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        """A level name in any case (logging and RQ take only the upper-case name)."""
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
     # -- derived values -------------------------------------------------------------------
 
     @property
@@ -249,12 +259,22 @@ class Settings(BaseModel):
                 raise ConfigError(
                     f"{key} must be the 43-character EncodingAESKey from the WeCom admin console"
                 )
-        if not self.retry_intervals:
-            raise ConfigError("JOB_RETRY_INTERVALS must list at least one number of seconds, e.g. 10,30,120")
         try:
-            self.rate_limits  # noqa: B018 - parse now so a typo stops start-up, not a worker later
+            intervals = self.retry_intervals
+        except ValueError:
+            intervals = []
+        if not intervals or any(seconds < 0 for seconds in intervals):  # RQ refuses a negative one
+            raise ConfigError(
+                "JOB_RETRY_INTERVALS must list at least one whole number of seconds (0 or more), e.g. 10,30"
+            )
+        try:
+            limits = self.rate_limits  # parse now so a typo stops start-up, not a worker later
         except ValueError as exc:
             raise ConfigError(f"WECOM_RATE_LIMITS must look like 'api/path=600,other=100': {exc}") from exc
+        if any(limit < 1 for limit in limits.values()):  # the rate limiter refuses them on every call
+            raise ConfigError("WECOM_RATE_LIMITS: each limit must be at least 1 call per minute")
+        if self.WECOM_RATE_LIMIT_PER_MINUTE < 1:
+            raise ConfigError("WECOM_RATE_LIMIT_PER_MINUTE must be at least 1 call per minute")
         try:
             self.dealer_api_tokens  # noqa: B018 - parse now so a typo stops start-up
         except ValueError as exc:

@@ -49,6 +49,14 @@ def test_the_mapping_overrides_the_environment() -> None:
         ("WECOM_AES_KEY", "tooshort", "43-character"),
         ("WECOM_AES_KEY", "!" * 43, "43-character"),
         ("JOB_RETRY_INTERVALS", ",", "JOB_RETRY_INTERVALS"),
+        # Each of these passed start-up, then every enqueue (RQ refuses a negative interval) or
+        # every WeCom call (the rate limiter refuses a limit below 1) failed, or create_app
+        # raised logging's bare "Unknown level".
+        ("JOB_RETRY_INTERVALS", "10,x", "JOB_RETRY_INTERVALS"),
+        ("JOB_RETRY_INTERVALS", "10,-5", "JOB_RETRY_INTERVALS"),
+        ("WECOM_RATE_LIMITS", "externalcontact/get=0", "WECOM_RATE_LIMITS"),
+        ("WECOM_RATE_LIMIT_PER_MINUTE", "0", "WECOM_RATE_LIMIT_PER_MINUTE"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL"),
         ("WECOM_RATE_LIMITS", "externalcontact/get=lots", "WECOM_RATE_LIMITS"),
         ("JOB_TIMEOUT", "soon", "JOB_TIMEOUT"),
         ("SCRM_MODE", "staging", "SCRM_MODE"),
@@ -100,3 +108,7 @@ def test_a_malformed_dealer_token_list_names_the_variable_but_not_the_token(valu
         load_settings(environ={**PRODUCTION, "DEALER_API_TOKENS": f"HZ01=other-0123456789abcdefghij,{value}"})
     assert "secret" not in str(raised.value)
     assert "other-0123456789" not in str(raised.value)
+
+
+def test_log_level_is_read_in_any_case() -> None:
+    assert load_settings(environ={**PRODUCTION, "LOG_LEVEL": "debug"}).LOG_LEVEL == "DEBUG"
