@@ -266,11 +266,41 @@ def _field_path(loc: Sequence[Any]) -> str:
 
 
 def _mapping_get(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+    """The last pair with this key: the one whose value the constructed mapping holds."""
+    found = None
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return key_node, value_node
-    return None
+                found = key_node, value_node
+    return found
+
+
+def _repeated_keys(node: yaml.Node) -> list[tuple[str, int, int]]:
+    """(key, line, line of its first occurrence) for each key a mapping repeats. YAML keeps only
+    the last value, so the earlier ones would be dropped without a word. Read before the
+    document is constructed (which writes merged ``<<`` keys into the node)."""
+    first: dict[str, int] = {}
+    repeated = []
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                line = _line(key_node)
+                if key_node.value in first:
+                    repeated.append((key_node.value, line, first[key_node.value]))
+                else:
+                    first[key_node.value] = line
+    return repeated
+
+
+def _repeated_in_rows(root: yaml.Node | None) -> dict[int, list[tuple[str, int, int]]]:
+    """_repeated_keys of every row of every section, by id of the row's node."""
+    repeated: dict[int, list[tuple[str, int, int]]] = {}
+    if isinstance(root, yaml.MappingNode):
+        for _, section_node in root.value:
+            if isinstance(section_node, yaml.SequenceNode):
+                for item_node in section_node.value:
+                    repeated[id(item_node)] = _repeated_keys(item_node)
+    return repeated
 
 
 def _line(node: yaml.Node) -> int:
@@ -301,6 +331,7 @@ def _read_yaml(text: str, result: RosterFile) -> None:
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
+        repeated_in_rows = _repeated_in_rows(root)
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -320,6 +351,8 @@ def _read_yaml(text: str, result: RosterFile) -> None:
         if key_node.value not in ("dealers", "advisors"):
             line = _line(key_node)
             result.error(line, f"{result.name} line {line}", f"unknown section {key_node.value!r}")
+    for key, line, first in _repeated_keys(root):
+        result.error(line, f"{result.name} line {line}", f"`{key}` appears twice (first at line {first})")
     for section, id_field in (("dealers", "code"), ("advisors", "userid")):
         found = _mapping_get(root, section)
         if found is None:
@@ -339,6 +372,9 @@ def _read_yaml(text: str, result: RosterFile) -> None:
             if not isinstance(raw, dict):
                 result.error(line, f"{result.name} line {line} ({label})", "must be a mapping of fields")
                 continue
+            for key, at, first in repeated_in_rows.get(id(item_node), []):
+                message = f"{key}: given twice (first at line {first})"
+                result.error(at, f"{result.name} line {at} ({label})", message)
             result.take(
                 section,
                 raw,

@@ -300,3 +300,29 @@ def test_demo_roster_imports_and_shows_rerouting(scrm, svc, clock) -> None:
     clock.advance(timedelta(minutes=1))
     again = scrm("roster", "import", str(DEMO_ROSTER))
     assert "advisors: 0 created, 0 updated, 13 unchanged" in again.output
+
+
+def test_a_section_or_field_given_twice_is_an_error_with_both_lines(scrm, svc, tmp_path: Path) -> None:
+    """Two rosters pasted into one file repeat `dealers:`/`advisors:`; YAML keeps only the last
+    of a repeated key, so the first section (or field) would be dropped without a word."""
+    path = tmp_path / "pasted.yaml"
+    path.write_text(
+        "dealers:\n"
+        "  - {code: SH01, name: 浦东店, region: east, city: 上海, lat: 31.2, lon: 121.5}\n"
+        "advisors:\n"
+        "  - {userid: a1, name: 甲, dealer: SH01}\n"
+        "dealers:\n"
+        "  - {code: HZ01, name: 杭州店, region: east, city: 杭州, lat: 30.2, lon: 120.1}\n"
+        "advisors:\n"
+        "  - {userid: b1, name: 乙, dealer: HZ01, userid: b2}\n"
+        "  - {userid: b3, name: 丙, dealer: HZ01}\n",
+        encoding="utf-8",
+    )
+    assert read_roster_file(path).messages == [
+        "pasted.yaml line 5: `dealers` appears twice (first at line 1)",
+        "pasted.yaml line 7: `advisors` appears twice (first at line 3)",
+        "pasted.yaml line 8 (advisors[0] b2): userid: given twice (first at line 8)",
+    ]
+    result = scrm("roster", "import", str(path))
+    assert result.exit_code != 0
+    assert (_count(svc, Dealer), _count(svc, Advisor)) == (0, 0)
