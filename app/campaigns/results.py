@@ -8,7 +8,8 @@
   customers' rows and ``campaign_delivered`` / ``campaign_failed`` interactions are written and the
   batch's task is ``sent``;
 - still unsent CAMPAIGN_TASK_EXPIRY seconds after submission: ``expired`` (its customers
-  ``not_sent``, reason ``expired``);
+  ``not_sent``, reason ``expired``); so is a task WeCom refuses for good to read (an invalid
+  msgid: see ``refused_for_good``), which until then is skipped while the other tasks go on;
 - still unsent CAMPAIGN_REMIND_AFTER seconds after submission (or after the last reminder):
   remind_groupmsg_send, at most ``MAX_REMINDERS`` (3) per batch in all — WeCom refuses a fourth
   within 24 hours with 45009, which our client would take for "busy" and retry;
@@ -121,11 +122,21 @@ def poll(svc: Services, campaign_id: int, *, cancelling: bool = False, actor: st
                             batch.campaign_id, batch.advisor_userid, batch.msgid, exc)  # fmt: skip
                 refused = exc
         now = svc.clock.now()
+        expired = batch.submitted_at + timedelta(seconds=settings.CAMPAIGN_TASK_EXPIRY) <= now
         try:
             sent = task_sent(client, batch.msgid, batch.advisor_userid)
         except WeComError as exc:
-            if refused is None or not refused_for_good(exc):
+            if not refused_for_good(exc):
                 raise
+            if refused is None:
+                # WeCom will not read this task (an invalid msgid …): the other tasks go on, and
+                # this one ends at its expiry instead of failing every poll of the campaign.
+                log.warning("campaign %s: WeCom cannot read %s's task %s: %s",
+                            batch.campaign_id, batch.advisor_userid, batch.msgid, exc)  # fmt: skip
+                if expired:
+                    close_task(svc, batch, "expired", "not_sent", "expired")
+                    report.expired += 1
+                continue
             sent = False  # WeCom knows no such task to cancel or read: close it as cancelled
         if sent:
             record_results(svc, batch, send_results(client, batch.msgid, batch.advisor_userid))
@@ -133,7 +144,7 @@ def poll(svc: Services, campaign_id: int, *, cancelling: bool = False, actor: st
         elif cancelling:
             close_task(svc, batch, "cancelled", "cancelled", "campaign cancelled")
             report.cancelled += 1
-        elif batch.submitted_at + timedelta(seconds=settings.CAMPAIGN_TASK_EXPIRY) <= now:
+        elif expired:
             close_task(svc, batch, "expired", "not_sent", "expired")
             report.expired += 1
         elif _remind_due(batch, now, settings.CAMPAIGN_REMIND_AFTER) and remind(svc, client, batch, now):

@@ -121,3 +121,18 @@ def submit_killed_before_the_ledger(
         patch.setattr(effects, "record", killed)
         with pytest.raises(SystemExit):
             submit.submit_batch(svc, campaign_id, advisor, batch_no)
+
+
+def submit_with_the_answer_lost(svc, wecom: SandboxServer, campaign_id: int) -> str:
+    """Submit sh_a's first batch while a gateway loses add_msg_template's answer (a 502 after
+    WeCom made the task): the client raises OutcomeUnknown. Returns the msgid WeCom made."""
+    from app.campaigns import submit
+    from app.wecom.errors import OutcomeUnknown
+
+    wecom.state.faults.add(
+        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
+    )
+    with pytest.raises(OutcomeUnknown):
+        submit.submit_batch(svc, campaign_id, "sh_a", 0)
+    [made] = wecom.state.mass_sends
+    return made

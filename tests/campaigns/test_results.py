@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from app.campaigns import results, states, submit
-from app.store.campaign_models import Campaign, CampaignBatch
+from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.models import Interaction
-from app.wecom.errors import OutcomeUnknown
+from app.wecom.errors import WeComError
 from tests.campaigns.live import (
     corp,
     create,
@@ -20,6 +20,7 @@ from tests.campaigns.live import (
     live_config,
     statuses,
     submit_killed_before_the_ledger,
+    submit_with_the_answer_lost,
     wecom,
 )
 from workers import campaign_jobs
@@ -182,12 +183,7 @@ def test_cancel_after_a_lost_answer_finds_that_task_and_stops_it(svc, corp, audi
     cancelled and leave a task the advisor can still confirm."""
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    corp.state.faults.add(
-        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
-    )
-    with pytest.raises(OutcomeUnknown):
-        submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    [made] = corp.state.mass_sends
+    made = submit_with_the_answer_lost(svc, corp, campaign_id)
     results.cancel(svc, campaign_id, actor="hq")
     submit.submit_batch(svc, campaign_id, "sh_a", 0)  # RQ's retry of the batch job
     assert list(corp.state.mass_sends) == [made]
@@ -268,6 +264,37 @@ def test_a_cancel_refused_for_a_task_already_sent_records_it_and_cancels_the_oth
     assert tasks == {"sh_a": "sent", "sh_b": "cancelled", "sh_c": "cancelled"}
     clock.advance(svc.settings.CAMPAIGN_POLL_INTERVAL + 1)
     assert campaign_jobs.sweep(svc)["polls"] == 0  # nothing left to cancel
+
+
+def test_a_task_wecom_cannot_read_is_skipped_until_it_expires(
+    svc, corp, audience, clock, monkeypatch
+) -> None:
+    """get_groupmsg_task refuses sh_a's task for good (an invalid msgid): each poll goes on with
+    the other tasks instead of failing, and that task ends at its expiry, so the campaign ends."""
+    campaign_id = create(svc)
+    submit.run(svc, campaign_id)
+    clock.advance(CONFIRM)
+    with svc.sessions() as session:
+        [unreadable] = session.scalars(
+            select(CampaignBatch.msgid).where(CampaignBatch.advisor_userid == "sh_a")
+        ).all()
+    read = results.task_sent
+
+    def task_sent(client, msgid: str, advisor_userid: str) -> bool:
+        if msgid == unreadable:
+            raise WeComError(40058, "invalid msgid", "externalcontact/get_groupmsg_task")
+        return read(client, msgid, advisor_userid)
+
+    monkeypatch.setattr(results, "task_sent", task_sent)
+    first = results.poll(svc, campaign_id)
+    assert (first.sent, first.expired, first.done) == (2, 0, False)  # sh_b and sh_c; sh_a waits
+    clock.advance(24 * 3600)
+    report = results.poll(svc, campaign_id)
+    assert (report.expired, report.done) == (1, True)
+    with svc.sessions() as session:
+        rows = session.scalars(select(CampaignRecipient).where(CampaignRecipient.campaign_id == campaign_id))
+        outcome = {(r.advisor_userid == "sh_a", r.status, r.reason) for r in rows}
+    assert outcome == {(True, "not_sent", "expired"), (False, "sent", None)}
 
 
 def test_a_cancel_refused_for_a_task_wecom_cannot_find_closes_it(svc, corp, audience, clock) -> None:

@@ -13,7 +13,7 @@ from app.campaigns import states, submit
 from app.store import effects
 from app.store.campaign_models import Campaign, CampaignBatch, CampaignRecipient
 from app.store.models import Interaction
-from app.wecom.errors import OutcomeUnknown, WeComUnavailable
+from app.wecom.errors import WeComUnavailable
 from tests.campaigns.live import (
     corp,
     create,
@@ -21,6 +21,7 @@ from tests.campaigns.live import (
     live_config,
     statuses,
     submit_killed_before_the_ledger,
+    submit_with_the_answer_lost,
     submitted_to_wecom,
     wecom,
 )
@@ -196,12 +197,7 @@ def test_a_call_whose_answer_was_lost_is_looked_up_not_sent_again(svc, corp, aud
     finds the task through get_groupmsg_list_v2 instead of making a second one."""
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    corp.state.faults.add(
-        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
-    )
-    with pytest.raises(OutcomeUnknown):
-        submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    [made] = corp.state.mass_sends  # WeCom made it; we never heard
+    made = submit_with_the_answer_lost(svc, corp, campaign_id)  # WeCom made it; we never heard
     with svc.sessions() as session:
         batch = session.scalars(select(CampaignBatch).where(CampaignBatch.advisor_userid == "sh_a",
                                                             CampaignBatch.batch_no == 0)).one()  # fmt: skip
@@ -223,12 +219,7 @@ def test_a_busy_wecom_while_looking_for_a_lost_task_keeps_the_batch_to_be_looked
     released as if it had never been sent (the next claim would make a second task)."""
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    corp.state.faults.add(
-        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
-    )
-    with pytest.raises(OutcomeUnknown):
-        submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    [made] = corp.state.mass_sends
+    made = submit_with_the_answer_lost(svc, corp, campaign_id)
     busy = corp.state.faults.add({"path": "externalcontact/get_groupmsg_list_v2", "errcode": 45009})
     with pytest.raises(WeComUnavailable):
         submit.submit_batch(svc, campaign_id, "sh_a", 0)
@@ -245,12 +236,7 @@ def test_a_lost_task_is_found_after_a_later_claim_died_before_looking(svc, corp,
     look back to T0, not only to a minute before the dead retry's claim."""
     campaign_id = create(svc)
     submit.start(svc, campaign_id)
-    corp.state.faults.add(
-        {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
-    )
-    with pytest.raises(OutcomeUnknown):
-        submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    [made] = corp.state.mass_sends
+    made = submit_with_the_answer_lost(svc, corp, campaign_id)
     svc.clock.advance(600)  # RQ's retry interval
     assert submit._claim(svc, campaign_id, "sh_a", 0) is not None  # that retry's worker dies here
     svc.clock.advance(svc.settings.JOB_TIMEOUT + 31)
