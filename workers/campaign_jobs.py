@@ -26,7 +26,8 @@ import uuid
 from datetime import timedelta
 
 from rq import Queue
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from app.campaigns import results, states, submit
 from app.services import Services, services
@@ -144,24 +145,10 @@ def sweep(svc: Services) -> dict[str, int]:
         submitting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.SUBMITTING)))
         waiting = list(session.scalars(select(Campaign.id).where(Campaign.state == states.WAITING)))
         # A cancelled campaign's batch still claimed by a dead job may have a task in WeCom.
-        orphaned = list(
-            session.scalars(
-                select(CampaignBatch.campaign_id)
-                .join(Campaign, Campaign.id == CampaignBatch.campaign_id)
-                .where(Campaign.state == states.CANCELLED, CampaignBatch.status == "submitting")
-                .distinct()
-            )
-        )
+        orphaned = _cancelled_with(session, CampaignBatch.status == "submitting")
         refs = [ref for cid in submitting + orphaned for ref in submit.pending_batches(session, cid, now)]
         # A cancelled campaign with a task still open: its cancel did not get through to WeCom.
-        uncancelled = list(
-            session.scalars(
-                select(CampaignBatch.campaign_id)
-                .join(Campaign, Campaign.id == CampaignBatch.campaign_id)
-                .where(Campaign.state == states.CANCELLED, CampaignBatch.task_state == "unsent")
-                .distinct()
-            )
-        )
+        uncancelled = _cancelled_with(session, CampaignBatch.task_state == "unsent")
     _enqueue(svc, DEFAULT, [_data(svc, "submit_campaign", (cid,), f"campaign-{cid}-submit",
                                   f"campaign {cid}: start the submission") for cid in due])  # fmt: skip
     batches = enqueue_batches(svc, refs)
@@ -180,6 +167,18 @@ def sweep(svc: Services) -> dict[str, int]:
     ]  # fmt: skip
     _enqueue(svc, DEFAULT, polls)
     return {"submit": len(due), "batches": batches, "polls": len(polls)}
+
+
+def _cancelled_with(session: Session, batch_condition: ColumnElement[bool]) -> list[int]:
+    """Cancelled campaigns with at least one batch for which ``batch_condition`` holds."""
+    return list(
+        session.scalars(
+            select(CampaignBatch.campaign_id)
+            .join(Campaign, Campaign.id == CampaignBatch.campaign_id)
+            .where(Campaign.state == states.CANCELLED, batch_condition)
+            .distinct()
+        )
+    )
 
 
 def sweep_if_due(svc: Services) -> bool:
