@@ -6,7 +6,7 @@ and answers the customer's score; ``GET /api/customers/<external_userid>/intent`
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, jsonify, request
@@ -93,7 +93,9 @@ def _occurred_at(value: Any) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
+        if parsed is not None and parsed.tzinfo is not None:
+            parsed.astimezone(UTC)  # the store keeps UTC: a time outside years 1-9999 there is invalid
+    except (ValueError, OverflowError):
         parsed = None
     if parsed is None or parsed.tzinfo is None:
         abort(400, description="occurred_at must be ISO 8601 with an offset, e.g. 2026-11-24T10:00:00+08:00")

@@ -76,6 +76,9 @@ def test_a_customer_without_actions_is_zero_low(client, customer) -> None:
         ({"kind": "store_visit", "id": True}, "id"),
         ({"kind": "store_visit", "id": "1", "occurred_at": "yesterday"}, "occurred_at"),
         ({"kind": "store_visit", "id": "1", "occurred_at": "2026-11-20T10:30:00"}, "occurred_at"),
+        # A DMS's "no date" placeholder: in UTC it is before year 1 (was a 500 from the store).
+        ({"kind": "store_visit", "id": "1", "occurred_at": "0001-01-01T00:00:00+08:00"}, "occurred_at"),
+        ({"kind": "store_visit", "id": "1", "occurred_at": "9999-12-31T23:59:59-08:00"}, "occurred_at"),
         ({"kind": "store_visit", "id": "1", "advisor": 5}, "advisor"),
         ({"kind": "store_visit", "id": "1", "payload": [1]}, "payload"),
         ({"kind": "store_visit", "id": "1", "payload": {"x": "y" * 5000}}, "payload"),
