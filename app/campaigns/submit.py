@@ -56,7 +56,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
@@ -390,7 +390,19 @@ def _reconcile(
     text = (data.get("text") or {}).get("content", "")
     until = int(svc.clock.time()) + 60
     since = max(since, until - LIST_SPAN)  # get_groupmsg_list_v2 spans at most one month
-    found = find_task(contact_client(svc), advisor_userid, text, customers, since, until)
+    with svc.sessions() as session:
+        # Tasks already recorded for other batches (of any campaign): one with the same text to
+        # the same customers must not be taken for this batch's lost one.
+        known = set(
+            session.scalars(
+                select(CampaignBatch.msgid).where(
+                    CampaignBatch.advisor_userid == advisor_userid,
+                    CampaignBatch.msgid.is_not(None),
+                    CampaignBatch.submitted_at >= datetime.fromtimestamp(since - 60, UTC),
+                )
+            )
+        )
+    found = find_task(contact_client(svc), advisor_userid, text, customers, since, until, known)
     if found is None:
         return None
     log.warning(

@@ -5,7 +5,8 @@ writing it down, or a timeout/5xx left the outcome unknown), calling again could
 customers a second task. WeCom lists the corp's single-chat sends by creator and time
 (get_groupmsg_list_v2) and each task's customers (get_groupmsg_send_result), so the caller asks
 first: the lost task is the one from that advisor, since the attempt began, with our text, that
-holds some of the call's customers and nobody else (WeCom leaves the fail_list out of a task).
+holds some of the call's customers and nobody else (WeCom leaves the fail_list out of a task),
+and that is not already recorded as another call's task (``known``).
 Both lists are read to their last page.
 """
 
@@ -24,10 +25,17 @@ class FoundTask:
 
 
 def find_task(
-    client: WeComClient, sender: str, text: str, customers: Collection[str], since: int, until: int
+    client: WeComClient,
+    sender: str,
+    text: str,
+    customers: Collection[str],
+    since: int,
+    until: int,
+    known: Collection[str] = (),
 ) -> FoundTask | None:
     """The task ``sender`` made between ``since`` and ``until`` (unix seconds) with ``text`` for
-    some of ``customers`` and nobody else, or None."""
+    some of ``customers`` and nobody else, or None. ``known``: msgids already recorded as other
+    calls' tasks, never adopted (another campaign with the same text to the same customers)."""
     wanted = set(customers)
     sends = cursor_pages(
         lambda cursor: client.get_groupmsg_list_v2(since, until, creator=sender, cursor=cursor),
@@ -37,6 +45,8 @@ def find_task(
         if (item.get("text") or {}).get("content", "") != text:
             continue
         msgid = str(item["msgid"])
+        if msgid in known:
+            continue
         listed = cursor_pages(
             lambda cursor, msgid=msgid: client.get_groupmsg_send_result(msgid, sender, cursor=cursor),
             "send_list",

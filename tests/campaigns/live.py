@@ -129,10 +129,11 @@ def submit_with_the_answer_lost(svc, wecom: SandboxServer, campaign_id: int) -> 
     from app.campaigns import submit
     from app.wecom.errors import OutcomeUnknown
 
+    before = set(wecom.state.mass_sends)
     wecom.state.faults.add(
         {"path": "externalcontact/add_msg_template", "http_status": 502, "after_effect": True, "times": 1}
     )
     with pytest.raises(OutcomeUnknown):
         submit.submit_batch(svc, campaign_id, "sh_a", 0)
-    [made] = wecom.state.mass_sends
+    [made] = set(wecom.state.mass_sends) - before
     return made

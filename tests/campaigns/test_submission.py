@@ -230,6 +230,31 @@ def test_a_busy_wecom_while_looking_for_a_lost_task_keeps_the_batch_to_be_looked
     assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 1
 
 
+def test_a_lost_task_is_not_confused_with_another_campaigns_task_of_the_same_text(svc, corp, audience) -> None:
+    """Campaign 1 went out (its tasks recorded); campaign 2, with the same text to the same
+    customers, loses the answer of sh_a's first batch. Looking for that task, WeCom lists
+    campaign 1's task first, with the same text and customers: it must not be adopted, being
+    already another batch's."""
+    first = create(svc)
+    submit.run(svc, first)
+    with svc.sessions() as session:
+        taken = set(session.scalars(select(CampaignBatch.msgid).where(CampaignBatch.campaign_id == first)))
+    svc.clock.advance(30)  # campaign 1's tasks are listed first, within the minute looked back
+    second = create(svc, name="RAV4 试驾专场（再次）")
+    submit.start(svc, second)
+    made = submit_with_the_answer_lost(svc, corp, second)
+    assert made not in taken
+
+    assert submit.submit_batch(svc, second, "sh_a", 0) == "submitted"
+    with svc.sessions() as session:
+        [batch] = session.scalars(
+            select(CampaignBatch).where(CampaignBatch.campaign_id == second, CampaignBatch.batch_no == 0,
+                                        CampaignBatch.advisor_userid == "sh_a")
+        ).all()  # fmt: skip
+    assert batch.msgid == made
+    assert corp.state.stats()["api_calls"]["externalcontact/add_msg_template"] == 4 + 1
+
+
 def test_a_lost_task_is_found_after_a_later_claim_died_before_looking(svc, corp, audience) -> None:
     """WeCom made the task at T0 and its answer was lost; RQ's retry ten minutes later claims the
     batch and dies before it looked (its lease covers T0+600 on). The claim after that must still
