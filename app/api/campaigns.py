@@ -82,7 +82,7 @@ def _campaign(session, campaign_id: int) -> Campaign:
     return campaign
 
 
-@api.get("/campaigns/<int:campaign_id>")
+@api.get("/campaigns/<int(max=9223372036854775807):campaign_id>")
 @require_hq_or_dealer_token
 def get_campaign(campaign_id: int):
     """``{id, name, state, scope, created_by, send_at, content, filter, audience: {total,
@@ -129,7 +129,7 @@ def _move(campaign_id: int, sources: tuple[str, ...], target: str):
     return _change(campaign_id, move)
 
 
-@api.post("/campaigns/<int:campaign_id>/cancel")
+@api.post("/campaigns/<int(max=9223372036854775807):campaign_id>/cancel")
 @require_hq_or_dealer_token
 def cancel_campaign(campaign_id: int):
     """Draft, scheduled, submitting or waiting → cancelled (body ``{"reason": …}`` optional); 409
@@ -145,7 +145,7 @@ def cancel_campaign(campaign_id: int):
     return _change(campaign_id, lambda session, **who: mark(session, campaign_id, **who), cancel_open_tasks)
 
 
-@api.post("/campaigns/<int:campaign_id>/schedule")
+@api.post("/campaigns/<int(max=9223372036854775807):campaign_id>/schedule")
 @require_hq_or_dealer_token
 def schedule_campaign(campaign_id: int):
     """Draft → scheduled (sent at its ``send_at``, or now if that has passed); 409 otherwise."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,10 @@ def append(session: Session, items: list[NewInteraction], now: datetime) -> int:
     return len(session.execute(stmt, rows).all())
 
 
+_DIGITS = re.compile(r"[0-9]+")
+_BIGINT_MAX = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Cursor:
     """A position in the feed: (transaction id, row id). Rendered as ``"<tx>.<id>"``."""
@@ -65,7 +70,10 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor:
         tx, dot, row = text.partition(".")
-        if not dot or not tx.isdigit() or not row.isdigit():
+        # ASCII digits only (str.isdigit also takes '²'), each within the BIGINT columns' range.
+        if not dot or not _DIGITS.fullmatch(tx) or not _DIGITS.fullmatch(row) or max(len(tx), len(row)) > 19:
+            raise ValueError("cursor must be a value of 'next' or of an item's 'cursor', e.g. 0.42")
+        if max(int(tx), int(row)) > _BIGINT_MAX:
             raise ValueError("cursor must be a value of 'next' or of an item's 'cursor', e.g. 0.42")
         return cls(int(tx), int(row))
 

@@ -53,6 +53,13 @@ def test_dry_run_counts_and_stores_nothing(client, store):
     assert client.get("/api/campaigns/1", headers=HQ).status_code == 404
 
 
+def test_an_id_past_the_database_integer_is_404_not_500(client, store) -> None:
+    huge = 99999999999999999999
+    assert client.get(f"/api/campaigns/{huge}", headers=HQ).status_code == 404
+    assert client.post(f"/api/campaigns/{huge}/cancel", headers=HQ).status_code == 404
+    assert client.post(f"/api/campaigns/{huge}/schedule", headers=HQ).status_code == 404
+
+
 def test_create_read_cancel(client, store, clock):
     send_at = (clock.now() + timedelta(days=1)).astimezone(UTC)
     body = spec(schedule={"send_at": send_at.isoformat()}, scope={"dealer": "sh01"})
