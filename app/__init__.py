@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Engine, text
 
 from app.clock import Clock, SharedOffsetClock, system_clock
 from app.config import load_settings
@@ -37,7 +35,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         svc.clock = SharedOffsetClock(svc.redis, settings.CLOCK_OFFSET_KEY)
     app.extensions["scrm"] = svc
     if settings.auto_migrate:
-        _migrate(engine)
+        from app.store.migrate import upgrade
+
+        upgrade(engine)  # one process at a time (see upgrade)
 
     from app.api import api
     from app.callbacks.views import callbacks
@@ -50,35 +50,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sidebar)
     app.add_url_rule("/healthz", "healthz", lambda: ("ok", 200, {"Content-Type": "text/plain"}))
     return app
-
-
-# PostgreSQL advisory lock (per database) held by the one process migrating at start-up.
-_MIGRATION_LOCK = 0x5C2A_0D01
-
-
-def _migrate(engine: Engine) -> None:
-    """Bring the schema up to date, one process at a time: gunicorn's workers and a worker that
-    start together on an empty database would otherwise create the same tables side by side, and
-    all but one crash. The others wait for the lock, then find nothing left to do."""
-    from app.store.migrate import upgrade
-
-    database = engine.url.database
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as lock:
-            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
-            lock.commit()
-            try:
-                upgrade(engine)
-            finally:
-                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
-                lock.commit()
-    elif engine.dialect.name == "sqlite" and database and database != ":memory:":
-        # SQLite runs DDL outside a transaction: a lock file beside the database serialises.
-        with open(f"{database}.migrate-lock", "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
-            upgrade(engine)
-    else:
-        upgrade(engine)
 
 
 def _configure_logging(level: str) -> None:
