@@ -142,4 +142,6 @@ class WorkerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=30)
+        # A thread still running would take jobs off the queues of the tests that follow.
+        assert not self.thread.is_alive(), "the test's worker thread did not stop within 30 s"
