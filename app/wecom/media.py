@@ -34,19 +34,25 @@ address without its query string (signed CDN links carry secrets there) and neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import redis
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from app.clock import Clock
 from app.wecom.errors import WeComApiFailure, WeComError, WeComUnavailable
@@ -206,7 +212,9 @@ class Covers:
     def _download_once(self, url: str) -> tuple[bytes, tuple[str, str]]:
         # A deadline on real time: it bounds the network, which a test clock does not move.
         deadline = time.monotonic() + self.timeout
-        session = self.session or requests.Session()
+        session = self.session or _session()
+        guard = _Guard(deadline, self.public_only)
+        guarding = _current_guard.set(guard)
         try:
             current = url
             for _ in range(MAX_REDIRECTS + 1):
@@ -219,6 +227,8 @@ class Covers:
                         timeout=self.timeout,
                         headers={"Accept": "image/png, image/jpeg"},
                     )
+                except _NotPublic:
+                    raise CoverError(url, f"{urlsplit(current).hostname} is not a public address") from None
                 except _NETWORK_ERRORS as exc:
                     raise CoverUnavailable(url, _network_problem(exc)) from None
                 with res:
@@ -227,7 +237,13 @@ class Covers:
                         continue
                     return self._read(url, res, deadline)
             raise CoverError(url, f"more than {MAX_REDIRECTS} redirects")
+        except CoverUnavailable:
+            if guard.expired:  # the connection was cut at the deadline: say so
+                raise CoverUnavailable(url, f"download took longer than {self.timeout:g} s") from None
+            raise
         finally:
+            guard.stop()
+            _current_guard.reset(guarding)
             if self.session is None:
                 session.close()
 
@@ -239,8 +255,8 @@ class Covers:
         if not self.public_only:
             return
         # A worker inside the network must not fetch its neighbours for whoever writes a campaign
-        # (a dealer token can). The name is resolved again when connecting, so a DNS answer that
-        # changes in between is not caught; the body must still be an image to go anywhere.
+        # (a dealer token can). The name is resolved again when connecting; a DNS answer that
+        # changes in between is caught there (_Guard.opened checks the address connected to).
         try:
             infos = socket.getaddrinfo(parts.hostname, parts.port or None, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError) as exc:
@@ -277,11 +293,116 @@ class Covers:
                     raise CoverUnavailable(url, f"download took longer than {self.timeout:g} s")
         except _NETWORK_ERRORS as exc:
             raise CoverUnavailable(url, _network_problem(exc)) from None
+        if time.monotonic() >= deadline:  # cut at the deadline (_Guard): the body may be partial
+            raise CoverUnavailable(url, f"download took longer than {self.timeout:g} s")
         if kind is None:
             kind = image_kind(bytes(data))
         if kind is None or len(data) < MIN_BYTES:
             raise CoverError(url, "not a jpg or png image" if data else "empty body")
         return bytes(data), kind
+
+
+class _NotPublic(Exception):
+    """A download's connection reached an address of this network (not an OSError: urllib3 and
+    requests let it through as it is, without retrying)."""
+
+
+class _Guard:
+    """The connections of one download (``_download_once``): each is checked as it opens, and
+    all are shut at the download's deadline.
+
+    The check: the name was resolved when the address was checked and is resolved again when
+    connecting; a DNS answer that changed in between (rebinding) would reach the network, so
+    the address actually connected to must be public too (in production), before a byte is sent.
+    The deadline: a socket timeout bounds each read, and a read of a chunk (or of a header line)
+    waits for all of it, so a host sending a byte at a time would hold the download for as long
+    as it likes; a timer shuts the sockets at the deadline, which ends any read at once."""
+
+    def __init__(self, deadline: float, public_only: bool) -> None:
+        self.public_only = public_only
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def opened(self, conn: HTTPConnection, sock: socket.socket) -> socket.socket:
+        if self.public_only and not conn.proxy:  # through a proxy, the proxy is the peer
+            address = ipaddress.ip_address(str(sock.getpeername()[0]).split("%", 1)[0])
+            if not address.is_global:
+                sock.close()
+                raise _NotPublic(str(address))
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_current_guard: ContextVar[_Guard | None] = ContextVar("cover_download_guard", default=None)
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        guard = _current_guard.get()
+        return guard.opened(self, sock) if guard is not None else sock
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        guard = _current_guard.get()
+        return guard.opened(self, sock) if guard is not None else sock
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+_GUARDED_POOLS = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter whose connections pass through the current download's _Guard."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = dict(_GUARDED_POOLS)
+        return manager
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = _GuardedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _network_problem(exc: Exception) -> str:

@@ -5,6 +5,9 @@ clock."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -249,3 +252,126 @@ def test_a_busy_wecom_during_the_upload_is_wecoms_unavailable(http, token_server
     assert not isinstance(info.value, media.CoverError) and info.value.api == "media/upload"
     assert len(calls_to(http, "media/upload")) == 2  # the client's own bounded retries
     assert rconn.get(media.cache_key(CORP, COVER)) is None
+
+
+# -- a cover host on a real socket: the whole download's deadline, the address connected to --------
+
+
+class SlowHost:
+    """A cover host on a loopback socket that answers every connection with ``answer`` one byte
+    every ``pace`` seconds (a congested or hostile host: each read gets a byte within its
+    timeout). Keeps what each connection asked."""
+
+    def __init__(self, answer: bytes, pace: float, at_once: bytes = b"") -> None:
+        self.answer = answer
+        self.at_once = at_once
+        self.pace = pace
+        self.requests: list[bytes] = []
+        self.closed = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                self.requests.append(conn.recv(65536))
+                conn.sendall(self.at_once)
+                for byte in self.answer:
+                    if self.closed.wait(self.pace):  # the test is over
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:  # the client gave up
+                return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+@pytest.fixture()
+def slow_host():
+    made: list[SlowHost] = []
+
+    def start(answer: bytes, pace: float = 0.1, at_once: bytes = b"") -> SlowHost:
+        made.append(SlowHost(answer, pace, at_once))
+        return made[-1]
+
+    yield start
+    for host in made:
+        host.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 200\r\n\r\n" + PNG[:200],
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n",
+    ],
+    ids=["body", "headers"],
+)
+def test_a_host_sending_a_byte_at_a_time_is_cut_off_at_the_download_timeout(
+    slow_host, rconn, clock, answer
+) -> None:
+    """COVER_DOWNLOAD_TIMEOUT is what one download may take in all: a host that keeps each read
+    alive with a byte at a time (in the body, or in its headers) is cut off at it, not after
+    its last byte."""
+    host = slow_host(answer)
+    resolver = media.Covers(rconn, clock, lambda: None, CORP, timeout=0.5, public_only=False)
+    url = f"http://127.0.0.1:{host.port}/cover.png"
+    started = time.monotonic()
+    with pytest.raises(media.CoverUnavailable) as info:
+        resolver.media_id(url)
+    took = time.monotonic() - started
+    assert info.value.reason == f"cover {url}: download took longer than 0.5 s"
+    assert len(host.requests) == media.DOWNLOAD_ATTEMPTS
+    # Each try ends at its 0.5 s (the byte-at-a-time answers last 20 s and more).
+    assert took < media.DOWNLOAD_ATTEMPTS * 0.5 + 2
+
+
+def test_a_body_cut_off_at_the_download_timeout_is_never_uploaded(slow_host, rconn, clock) -> None:
+    """A body without a Content-Length ends when the connection does: one cut at the deadline
+    (here between two chunks of the read) is a partial image, and must not go up as the cover."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n"
+    first = (PNG + b"\x00" * media.CHUNK)[: media.CHUNK]
+    host = slow_host(b"\x00", pace=30, at_once=head + first)  # one chunk, then nothing
+    uploaded: list[Any] = []
+    resolver = media.Covers(rconn, clock, lambda: uploaded.append(1), CORP, timeout=0.5, public_only=False)
+    url = f"http://127.0.0.1:{host.port}/cover.png"
+    with pytest.raises(media.CoverUnavailable) as info:
+        resolver.media_id(url)
+    assert info.value.reason == f"cover {url}: download took longer than 0.5 s"
+    assert uploaded == []
+
+
+def test_a_name_that_resolves_to_a_private_address_when_connecting_is_refused(
+    slow_host, rconn, clock, monkeypatch
+) -> None:
+    """DNS rebinding: the name resolves to a public address when checked and to one inside the
+    network when the connection is made. The address connected to is what counts: the request
+    is never sent."""
+    host = slow_host(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 20\r\n\r\n" + PNG[:20], 0)
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])
+
+    def rebinding(name, port, *args, **kwargs):
+        if name != "covers.example.com":
+            return real(name, port, *args, **kwargs)
+        address = next(answers, "127.0.0.1")  # public first, then this machine
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    resolver = media.Covers(rconn, clock, lambda: None, CORP, timeout=5, public_only=True)
+    with pytest.raises(media.CoverError) as info:
+        resolver.media_id(f"http://covers.example.com:{host.port}/cover.png")
+    assert info.value.problem == "covers.example.com is not a public address"
+    assert not any(host.requests)  # nothing was asked of the address inside the network
