@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 CHINA = timezone(timedelta(hours=8))  # WeCom's natural days and months are China's
 REMINDS_PER_DAY = 3  # doc 97610: at most three reminders per mass send within 24 hours
 REMIND_WINDOW = 24 * 3600
-PAGE_DEFAULT, PAGE_MAX = 500, 1000  # doc 93338: limit default 500, at most 1000
+# doc 93338: get_groupmsg_task / get_groupmsg_send_result take a limit of at most 1000 (default
+# 500), get_groupmsg_list_v2 at most 100 (default 50); a larger limit takes the default.
+PAGE_DEFAULT, PAGE_MAX = 500, 1000
+LIST_PAGE_DEFAULT, LIST_PAGE_MAX = 50, 100
 
 NOT_SENT, SENT, NOT_FRIEND, LIMITED = 0, 1, 2, 3
 TASK_NOT_SENT, TASK_SENT = 0, 2  # get_groupmsg_task's status
@@ -203,12 +206,12 @@ def cancel(state: SandboxState, msgid: str) -> None:
         send.cancelled_at = state.now()
 
 
-def page_size(value: Any) -> int:
+def page_size(value: Any, default: int = PAGE_DEFAULT, maximum: int = PAGE_MAX) -> int:
     if value is None or value == 0:
-        return PAGE_DEFAULT
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= PAGE_MAX:
-        raise ApiError(40058, f"limit must be an integer in 1..{PAGE_MAX}")
-    return value
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError(40058, "limit must be a positive integer")
+    return default if value > maximum else value
 
 
 def encode_cursor(scope: list[str], offset: int) -> str:
@@ -228,9 +231,16 @@ def decode_cursor(cursor: str, scope: list[str]) -> int:
     return decoded[-1]
 
 
-def page(items: list[Any], scope: list[str], limit: Any, cursor: str) -> tuple[list[Any], str]:
+def page(
+    items: list[Any],
+    scope: list[str],
+    limit: Any,
+    cursor: str,
+    default: int = PAGE_DEFAULT,
+    maximum: int = PAGE_MAX,
+) -> tuple[list[Any], str]:
     """One page of ``items`` and the next cursor ("" on the last page)."""
-    size, offset = page_size(limit), decode_cursor(cursor, scope)
+    size, offset = page_size(limit, default, maximum), decode_cursor(cursor, scope)
     chunk = items[offset : offset + size]
     more = offset + size < len(items)
     return chunk, encode_cursor(scope, offset + size) if more else ""
@@ -250,7 +260,7 @@ def result_entry(task: MassSendTask, result: MassSendResult) -> dict[str, Any]:
         "userid": task.userid,
         "status": result.status,
     }
-    if result.status != NOT_SENT:
+    if result.status == SENT:  # doc 93338: send_time only for status 1
         entry["send_time"] = result.send_time
     return entry
 

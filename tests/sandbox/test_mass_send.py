@@ -264,7 +264,7 @@ def test_paging_with_cursors(sandbox: Sandbox, wecom_api: WeComApi, corp: dict[s
         seen += [r["external_userid"] for r in answer["send_list"]]
         cursor = answer["next_cursor"]
     assert seen == exts and cursor == ""
-    assert wecom_api.post(RESULTS, {"msgid": msgid, "userid": "zhangsan", "limit": 1001})["errcode"] == 40058
+    assert wecom_api.post(RESULTS, {"msgid": msgid, "userid": "zhangsan", "limit": "2"})["errcode"] == 40058
     assert (
         wecom_api.post(RESULTS, {"msgid": msgid, "userid": "zhangsan", "cursor": "junk"})["errcode"] == 40058
     )
@@ -319,3 +319,57 @@ def test_list_v2_by_creator_and_time_range(
     assert wecom_api.post(listed, {**window, "filter_type": 1})["group_msg_list"] == []  # personal sends
     too_long = wecom_api.post(listed, {**window, "end_time": now + 40 * 86400})
     assert too_long["errcode"] == 40058
+
+
+def test_list_v2_pages_of_50_at_most_100_and_only_single_chat_sends(
+    sandbox: Sandbox, wecom_api: WeComApi, corp: dict[str, Any], clock: FrozenClock
+) -> None:
+    """get_groupmsg_list_v2 (doc 93338): limit at most 100, default 50, a larger one takes the
+    default; chat_type group lists group-chat sends only (none here); an API send has no creator."""
+    [a] = customers(sandbox, "zhangsan", 1)
+    now = int(clock.time())
+    sent = [add(wecom_api, sender="zhangsan", external_userid=[a])["msgid"] for _ in range(55)]
+    listed = "externalcontact/get_groupmsg_list_v2"
+    window = {"chat_type": "single", "start_time": now - 10, "end_time": now + 600}
+
+    def read(limit: int | None) -> list[int]:
+        sizes, cursor, seen = [], "", []
+        while True:
+            body = {**window, "cursor": cursor, **({} if limit is None else {"limit": limit})}
+            answer = wecom_api.post(listed, body)
+            assert answer["errcode"] == 0, answer
+            sizes.append(len(answer["group_msg_list"]))
+            seen += [m["msgid"] for m in answer["group_msg_list"]]
+            cursor = answer["next_cursor"]
+            if not cursor:
+                assert sorted(seen) == sorted(sent)  # each send once
+                return sizes
+
+    assert read(None) == [50, 5]
+    assert read(100) == [55]
+    assert read(101) == [50, 5]  # over the maximum: the default
+    assert read(20) == [20, 20, 15]
+    first = wecom_api.post(listed, window)["group_msg_list"][0]
+    assert "creator" not in first and first["create_type"] == 0
+    assert wecom_api.post(listed, {**window, "chat_type": "group"})["group_msg_list"] == []
+
+
+def test_task_and_result_limits_over_1000_take_the_default(
+    sandbox: Sandbox, wecom_api: WeComApi, corp: dict[str, Any], clock: FrozenClock, control
+) -> None:
+    """get_groupmsg_task / get_groupmsg_send_result: limit at most 1000, default 500, a larger
+    one takes the default (doc 93338); send_time only for a customer sent to (status 1)."""
+    control.post("/sandbox/config", json={"mass_send_confirm_delay": 60})
+    a, b = customers(sandbox, "zhangsan", 2)
+    msgid = add(wecom_api, sender="zhangsan", external_userid=[a, b])["msgid"]
+    sandbox.platform.advisor_deletes_customer("zhangsan", b)  # status 2 when the advisor confirms
+    clock.advance(60)
+    tasks_answer = wecom_api.post(TASKS, {"msgid": msgid, "limit": 5000})
+    assert tasks_answer["errcode"] == 0 and [t["userid"] for t in tasks_answer["task_list"]] == ["zhangsan"]
+    answer = wecom_api.post(RESULTS, {"msgid": msgid, "userid": "zhangsan", "limit": 1001})
+    assert answer["errcode"] == 0
+    assert answer["send_list"] == [
+        {"external_userid": a, "userid": "zhangsan", "status": 1, "send_time": int(clock.time())},
+        {"external_userid": b, "userid": "zhangsan", "status": 2},
+    ]
+    assert wecom_api.post(RESULTS, {"msgid": msgid, "userid": "zhangsan", "limit": -1})["errcode"] == 40058

@@ -202,8 +202,11 @@ LIST_RANGE_MAX_SECONDS = 31 * 86400  # WeCom: start_time and end_time at most on
 @api("externalcontact/get_groupmsg_list_v2", "POST")
 def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
     """The corp's mass sends created in a time range, optionally by one creator (doc 93338).
-    Every send made through add_msg_template is a corp send (create_type 0)."""
-    if call.text("chat_type") not in ("single", "group"):
+    Every send made through add_msg_template is a corp send (create_type 0) to single chats, and
+    WeCom leaves ``creator`` out of an API-made send's entry (the sandbox still filters a
+    ``creator`` query by the send's sender)."""
+    chat_type = call.text("chat_type")
+    if chat_type not in ("single", "group"):
         raise ApiError(40058, "chat_type must be single or group")
     start, end = call.body.get("start_time"), call.body.get("end_time")
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in (start, end)) or not (
@@ -217,7 +220,10 @@ def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
     sends = [
         send
         for send in msg_templates(call.state)
-        if start <= send.created_at <= end and (not creator or send.sender == creator) and filter_type != 1
+        if start <= send.created_at <= end
+        and (not creator or send.sender == creator)
+        and filter_type != 1
+        and chat_type == "single"
     ]
     sends.sort(key=lambda send: (send.created_at, send.msgid))
     chunk, next_cursor = massend.page(
@@ -225,11 +231,12 @@ def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
         ["list", creator, str(start), str(end)],
         call.body.get("limit"),
         call.text("cursor", required=False),
+        massend.LIST_PAGE_DEFAULT,
+        massend.LIST_PAGE_MAX,
     )
     entries = [
         {
             "msgid": send.msgid,
-            "creator": send.sender,
             "create_type": 0,
             "create_time": send.created_at,
             "text": {"content": send.text},
