@@ -88,10 +88,17 @@ _NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptio
 
 def shown(url: str) -> str:
     """The address as reasons and logs show it: no query string or fragment, at most 120 chars."""
-    parts = urlsplit(url)
-    text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-    if parts.query:
-        text += "?…"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL (an unclosed [ of an IPv6 address): cut it up by hand
+        base, question, _ = url.partition("#")[0].partition("?")
+        scheme, sep, rest = base.rpartition("://")
+        netloc, slash, path = rest.partition("/")
+        text = f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}" + ("?…" if question else "")
+    else:
+        text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        if parts.query:
+            text += "?…"
     return text if len(text) <= 120 else text[:119] + "…"
 
 
@@ -229,6 +236,9 @@ class Covers:
                     )
                 except _NotPublic:
                     raise CoverError(url, f"{urlsplit(current).hostname} is not a public address") from None
+                except requests.exceptions.InvalidURL:  # its text quotes the address, query string too
+                    where = "" if current == url else f" (redirected to {shown(current)})"
+                    raise CoverError(url, f"not a valid address{where}") from None
                 except _NETWORK_ERRORS as exc:
                     raise CoverUnavailable(url, _network_problem(exc)) from None
                 with res:
@@ -248,9 +258,13 @@ class Covers:
                 session.close()
 
     def _check_address(self, url: str, current: str) -> None:
-        parts = urlsplit(current)
+        where = "" if current == url else f" (redirected to {shown(current)})"
+        try:
+            parts = urlsplit(current)
+            port = parts.port  # ValueError when out of range or not a number
+        except ValueError:
+            raise CoverError(url, f"not a valid address{where}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            where = "" if current == url else f" (redirected to {shown(current)})"
             raise CoverError(url, f"not an http(s) address{where}")
         if not self.public_only:
             return
@@ -258,7 +272,7 @@ class Covers:
         # (a dealer token can). The name is resolved again when connecting; a DNS answer that
         # changes in between is caught there (_Guard.opened checks the address connected to).
         try:
-            infos = socket.getaddrinfo(parts.hostname, parts.port or None, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(parts.hostname, port or None, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError) as exc:
             raise CoverUnavailable(url, f"cannot resolve {parts.hostname}: {exc}") from None
         for info in infos:
@@ -291,6 +305,9 @@ class Covers:
                         raise CoverError(url, "not a jpg or png image")
                 if time.monotonic() > deadline:
                     raise CoverUnavailable(url, f"download took longer than {self.timeout:g} s")
+        except requests.exceptions.ContentDecodingError:
+            encoding = res.headers.get("content-encoding", "")
+            raise CoverError(url, f"the body cannot be decoded (Content-Encoding {encoding})") from None
         except _NETWORK_ERRORS as exc:
             raise CoverUnavailable(url, _network_problem(exc)) from None
         if time.monotonic() >= deadline:  # cut at the deadline (_Guard): the body may be partial

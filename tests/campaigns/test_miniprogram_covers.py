@@ -175,6 +175,19 @@ def test_a_missing_cover_fails_the_batches_with_its_reason(svc, corp, audience, 
     assert submit.run(svc, campaign_id) == {}  # not retried
 
 
+def test_a_cover_address_that_is_not_a_valid_url_fails_the_batches_with_its_reason(svc, corp, audience) -> None:
+    """A picurl the pattern lets through but no URL parser takes (a port out of range) fails
+    the batches like a 404 does, without its query string; it used to raise requests'
+    InvalidURL (production: a ValueError) out of every batch job and every retry."""
+    cover = "https://cdn.example.com:99999/covers/rav4.png?Expires=1&Signature=SECRET"
+    campaign_id = create(svc, {"picurl": cover})
+    assert submit.run(svc, campaign_id) == {"failed": 3}
+    reason = "cover https://cdn.example.com:99999/covers/rav4.png?…: not a valid address"
+    assert failed_reasons(svc, campaign_id) == {reason}
+    assert statuses(svc, campaign_id) == {"failed": 7}
+    assert corp.state.mass_sends == {}
+
+
 def test_wecom_refusing_the_cover_fails_the_batches(svc, corp, audience) -> None:
     corp.state.faults.add(
         {"path": "media/upload", "errcode": 40005, "errmsg": "invalid file type", "times": 5}

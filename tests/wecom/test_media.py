@@ -204,6 +204,51 @@ def test_in_production_addresses_inside_the_network_are_refused(http, uploads, c
     assert len(http.calls) == 1  # the redirect was read, its target never fetched
 
 
+@pytest.mark.parametrize("public_only", [False, True], ids=["demo", "production"])
+@pytest.mark.parametrize(
+    ("url", "redirect", "problem"),
+    [
+        ("https://cdn.example.com:99999/c.png?Signature=SECRET", None, "not a valid address"),
+        ("http://[::1/c.png?Signature=SECRET", None, "not a valid address"),
+        (
+            COVER + "?Signature=SECRET",
+            "http://cdn.example.com:abc/c.png?Signature=SECRET",
+            "not a valid address (redirected to http://cdn.example.com:abc/c.png?…)",
+        ),
+    ],
+    ids=["port", "ipv6", "redirect"],
+)
+def test_an_address_that_cannot_be_parsed_is_a_bad_cover(
+    http, uploads, covers, monkeypatch, url, redirect, problem, public_only
+) -> None:
+    """A cover address (or a redirect's Location) that is not a valid URL is a bad cover with a
+    reason, like a 404: not a ValueError or requests' InvalidURL, whose text (the whole address,
+    query string too) went to the job's failure record and the logs, and which failed every retry."""
+    real = socket.getaddrinfo
+    public = [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("93.184.216.34", 443))]
+
+    def resolve(name, *args, **kwargs):
+        return public if name == "cdn.example.com" else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    if redirect:
+        http.get(url, status=302, headers={"Location": redirect})
+    with pytest.raises(media.CoverError) as info:
+        covers(public_only=public_only).media_id(url)
+    assert info.value.problem == problem
+    assert "SECRET" not in info.value.reason and uploads.bodies == []
+
+
+def test_a_body_that_cannot_be_decoded_is_a_bad_cover(http, uploads, covers) -> None:
+    """A host answering Content-Encoding: gzip with a body that is not gzip (a misconfigured
+    CDN) gives a reason, not requests' ContentDecodingError."""
+    http.get(COVER, body=PNG, content_type="image/png", headers={"Content-Encoding": "gzip"})
+    with pytest.raises(media.CoverError) as info:
+        covers().media_id(COVER)
+    assert info.value.reason == f"cover {COVER}: the body cannot be decoded (Content-Encoding gzip)"
+    assert downloads(http) == 1 and uploads.bodies == []
+
+
 def test_reasons_never_show_the_query_string(http, uploads, covers) -> None:
     signed = COVER + "?Expires=1&Signature=SECRET-SIGNATURE"
     http.get(signed, status=404)
