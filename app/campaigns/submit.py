@@ -391,12 +391,12 @@ def _reconcile(
     until = int(svc.clock.time()) + 60
     since = max(since, until - LIST_SPAN)  # get_groupmsg_list_v2 spans at most one month
     with svc.sessions() as session:
-        # Tasks already recorded for other batches (of any campaign): one with the same text to
-        # the same customers must not be taken for this batch's lost one.
+        # Tasks already recorded for batches (of any campaign and advisor): one with the same text
+        # to the same customers must not be taken for this batch's lost one, and none of them
+        # needs a look at its results (the list holds every send of the corp in the window).
         known = set(
             session.scalars(
                 select(CampaignBatch.msgid).where(
-                    CampaignBatch.advisor_userid == advisor_userid,
                     CampaignBatch.msgid.is_not(None),
                     CampaignBatch.submitted_at >= datetime.fromtimestamp(since - 60, UTC),
                 )

@@ -4,9 +4,9 @@ add_msg_template has no idempotency key. When a call's answer was lost (the proc
 writing it down, or a timeout/5xx left the outcome unknown), calling again could give the same
 customers a second task. WeCom lists the corp's single-chat sends by creator and time
 (get_groupmsg_list_v2) and each task's customers (get_groupmsg_send_result), so the caller asks
-first: the lost task is the one from that advisor, since the attempt began, with our text, that
-holds some of the call's customers and nobody else (WeCom leaves the fail_list out of a task),
-and that is not already recorded as another call's task (``known``).
+first: the lost task is the one since the attempt began, with our text, whose results for that
+advisor hold some of the call's customers and nobody else (WeCom leaves the fail_list out of a
+task), and that is not already recorded as another call's task (``known``).
 Both lists are read to their last page.
 """
 
@@ -37,9 +37,11 @@ def find_task(
     some of ``customers`` and nobody else, or None. ``known``: msgids already recorded as other
     calls' tasks, never adopted (another campaign with the same text to the same customers)."""
     wanted = set(customers)
+    # Not filtered by creator: WeCom leaves an API-made send's creator out of the list (doc
+    # 93338), so whether its creator filter matches such a send is doubtful; a send of another
+    # advisor is told apart below, its send result for ``sender`` being empty.
     sends = cursor_pages(
-        lambda cursor: client.get_groupmsg_list_v2(since, until, creator=sender, cursor=cursor),
-        "group_msg_list",
+        lambda cursor: client.get_groupmsg_list_v2(since, until, cursor=cursor), "group_msg_list"
     )
     for item in sends:
         if (item.get("text") or {}).get("content", "") != text:

@@ -203,8 +203,9 @@ LIST_RANGE_MAX_SECONDS = 31 * 86400  # WeCom: start_time and end_time at most on
 def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
     """The corp's mass sends created in a time range, optionally by one creator (doc 93338).
     Every send made through add_msg_template is a corp send (create_type 0) to single chats, and
-    WeCom leaves ``creator`` out of an API-made send's entry (the sandbox still filters a
-    ``creator`` query by the send's sender)."""
+    WeCom leaves ``creator`` out of an API-made send's entry; the sandbox takes the strict reading
+    of that, a ``creator`` query matching no API-made send (so none of the sandbox's), so that
+    nothing in the project relies on such a filter."""
     chat_type = call.text("chat_type")
     if chat_type not in ("single", "group"):
         raise ApiError(40058, "chat_type must be single or group")
@@ -221,7 +222,7 @@ def get_groupmsg_list_v2(call: Call) -> dict[str, Any]:
         send
         for send in msg_templates(call.state)
         if start <= send.created_at <= end
-        and (not creator or send.sender == creator)
+        and not creator  # API-made sends have no creator
         and filter_type != 1
         and chat_type == "single"
     ]
