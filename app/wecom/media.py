@@ -236,7 +236,8 @@ class Covers:
                     )
                 except _NotPublic:
                     raise CoverError(url, f"{urlsplit(current).hostname} is not a public address") from None
-                except requests.exceptions.InvalidURL:  # its text quotes the address, query string too
+                except ValueError:  # requests' InvalidURL quotes the address, query string too; a
+                    # redirect's Location requests cannot parse (it prepares the next hop) is one too
                     where = "" if current == url else f" (redirected to {shown(current)})"
                     raise CoverError(url, f"not a valid address{where}") from None
                 except _NETWORK_ERRORS as exc:

@@ -215,8 +215,13 @@ def test_in_production_addresses_inside_the_network_are_refused(http, uploads, c
             "http://cdn.example.com:abc/c.png?Signature=SECRET",
             "not a valid address (redirected to http://cdn.example.com:abc/c.png?…)",
         ),
+        (
+            COVER + "?Signature=SECRET",
+            "http://[::1/c.png?Signature=SECRET",
+            "not a valid address",  # requests fails on the Location before it is ours to check
+        ),
     ],
-    ids=["port", "ipv6", "redirect"],
+    ids=["port", "ipv6", "redirect", "redirect-ipv6"],
 )
 def test_an_address_that_cannot_be_parsed_is_a_bad_cover(
     http, uploads, covers, monkeypatch, url, redirect, problem, public_only
