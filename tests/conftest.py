@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from app import create_app
 from app.clock import FrozenClock
@@ -41,12 +42,19 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    name = f"scrm_test_{secrets.token_hex(4)}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with scratch_database(url, "scrm_test") as scratch:
+        yield scratch
+
+
+@contextmanager
+def scratch_database(server: URL, prefix: str) -> Iterator[str]:
+    """A new, empty database on ``server``'s PostgreSQL, dropped at the end: its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield url.set(database=name).render_as_string(hide_password=False)
+        yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -5,18 +5,17 @@ backend the suite runs on."""
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.store import migrate
 from app.store.db import make_engine
 from app.store.models import Base
+from tests.conftest import scratch_database
 
 
 def test_migrations_match_the_models(migrated_database: str) -> None:
@@ -60,16 +59,8 @@ def empty_database(database_url: str, tmp_path) -> Iterator[str]:
     if url.get_backend_name() != "postgresql":
         yield "sqlite:///" + str(tmp_path / "empty.db")
         return
-    name = f"scrm_empty_{secrets.token_hex(4)}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(url.set(database="postgres"), "scrm_empty") as scratch:
+        yield scratch
 
 
 def test_processes_starting_together_on_an_empty_database_all_start(
