@@ -1,5 +1,5 @@
 """The inbox sweeper: finds stored events that have no live job (Redis was down when the
-callback came, Redis lost its data, a worker died mid-job) and enqueues them again."""
+callback came, Redis lost its data, a relay or a worker died mid-way) and enqueues them again."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from app.store import inbox
 from app.store.models import InboxStatus
 from workers.periodic import claim_period
 from workers.queues import enqueue_event, event_job_id, max_attempts
+from workers.relay import relay_pending
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ def sweep(svc: Services, *, force: bool = False, batch: int = 500) -> SweepResul
     a row held by a worker whose lease has not expired is never taken from it."""
     result = SweepResult()
     connection = svc.redis
+    # First the notices still waiting for a relay: their rows have a job on the way, and must
+    # not look jobless below (a second job would only find its row finished, but costs a run).
+    relay_pending(connection, svc.settings)
     grace = timedelta(0) if force else timedelta(seconds=svc.settings.INBOX_SWEEP_GRACE)
     limit = max_attempts(svc.settings)
     last_id = 0

@@ -1,19 +1,23 @@
 """The RQ worker ``scrm worker`` runs: RQ's own Worker (work horses, scheduler, registries) plus
-an inbox sweep in RQ's periodic maintenance step, so stored events without a live job are
-enqueued again within INBOX_SWEEP_INTERVAL without another process to deploy."""
+the relay of the callback path's notices to jobs (workers/relay.py) and an inbox sweep in RQ's
+periodic maintenance step, so stored events without a live job are enqueued again within
+INBOX_SWEEP_INTERVAL without another process to deploy."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 import workers.jobs  # noqa: F401  (imported before forking, so no work horse imports it again)
+from app.redis_client import connect
 from app.services import Services
 from workers.campaign_jobs import sweep_if_due as campaign_sweep_if_due
 from workers.lead_jobs import sweep_if_due as lead_sweep_if_due
 from workers.queues import WORKER_QUEUES, queue
+from workers.relay import RelayThread, relay_pending
 from workers.sop_jobs import sweep_if_due as sop_sweep_if_due
 from workers.sweeper import sweep_if_due
 
@@ -22,6 +26,31 @@ log = logging.getLogger(__name__)
 
 class _SweepsInbox:
     services: Services
+
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:
+        # In burst mode the relay runs before each dequeue only (below): every notice pushed
+        # before the queues ran dry becomes a job, then the worker exits as RQ's would.
+        relay = None
+        if not burst:
+            # Its own connection: RQ's dequeue blocks the worker's for seconds at a time.
+            relay = RelayThread(connect(self.services.redis_url), self.services.settings)
+            relay.start()
+        try:
+            return super().work(burst=burst, **kwargs)  # type: ignore[misc]
+        finally:
+            if relay is not None:
+                relay.stop()
+                relay.connection.close()
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self._relay()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+
+    def _relay(self) -> None:
+        try:
+            relay_pending(self.services.redis, self.services.settings)
+        except Exception:  # the relay thread and the sweeper try again; the worker goes on
+            log.exception("relay of inbox notices failed")
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]

@@ -14,6 +14,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import update
 
+from app.redis_client import connect
 from app.sop import enrollment, versions
 from app.sop.card import Card
 from app.sop.loader import read_card
@@ -23,6 +24,7 @@ from app.store.sop_models import SopEnrollment
 from tests.conftest import FIXTURES
 from tests.support import roster as rows
 from workers.queues import WORKER_QUEUES, queue
+from workers.relay import RelayThread
 from workers.worker import build_worker
 
 CARDS = FIXTURES / "bot"
@@ -120,6 +122,9 @@ class WorkerThread:
         self.stop = threading.Event()
         self.ran = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
+        svc = app.extensions["scrm"]
+        # The callback path leaves notices; the relay a real worker runs turns them into jobs.
+        self.relay = RelayThread(connect(svc.redis_url), svc.settings)
 
     def _run(self) -> None:
         svc = self.app.extensions["scrm"]
@@ -137,11 +142,14 @@ class WorkerThread:
                     self.ran += 1
 
     def __enter__(self) -> WorkerThread:
+        self.relay.start()
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self.relay.stop()
+        self.relay.connection.close()
         self.thread.join(timeout=30)
         # A thread still running would take jobs off the queues of the tests that follow.
         assert not self.thread.is_alive(), "the test's worker thread did not stop within 30 s"

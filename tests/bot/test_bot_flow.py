@@ -21,7 +21,8 @@ from app.sandbox import SandboxConfig, SandboxServer, events, run_sandbox
 from app.store.models import InboxEvent, InboxStatus, Interaction
 from tests.bot import seed
 from tests.bot.seed import WorkerThread
-from workers.queues import HIGH, enqueue_event, queue
+from workers.queues import enqueue_event
+from workers.relay import pending_notices
 
 WAIT = 1.5
 
@@ -54,11 +55,8 @@ def corp(app, svc, wecom: SandboxServer) -> Iterator[SandboxServer]:
 
 @pytest.fixture()
 def worker(app) -> Iterator[WorkerThread]:
-    running = WorkerThread(app)
-    running.thread.start()
-    yield running
-    running.stop.set()
-    running.thread.join(timeout=10)
+    with WorkerThread(app) as running:
+        yield running
 
 
 def _answered(svc) -> list[Interaction]:
@@ -110,7 +108,7 @@ def test_without_a_worker_the_callback_says_success_and_the_answer_is_sent_later
     assert report.attempts[-1].response_body == "success"
     assert corp.sandbox.deliverer.open_reply(report) is None
     assert WAIT <= elapsed < WAIT + 1.0  # waited, then gave up well inside WeCom's 5 s
-    assert queue(HIGH, svc.redis).count == 1  # an advisor's text is urgent
+    assert pending_notices(svc.redis)["high"] == 1  # an advisor's text is urgent
 
     work()
     [message] = _sent_to(corp, "sh_a")
@@ -180,17 +178,12 @@ def test_a_worker_that_answers_after_the_wait_sends_a_message(
         return real_deliver(*args, **kwargs)
 
     monkeypatch.setattr(reply, "deliver", slow_deliver)
-    running = WorkerThread(app)
-    running.thread.start()
-    try:
+    with WorkerThread(app):
         report = corp.platform.advisor_texts_bot("sh_a", "试驾").report()
         assert report.attempts[-1].response_body == "success"
         deadline = time.monotonic() + 5
         while not _sent_to(corp, "sh_a") and time.monotonic() < deadline:
             time.sleep(0.05)
-    finally:
-        running.stop.set()
-        running.thread.join(timeout=10)
     assert len(_sent_to(corp, "sh_a")) == 1
     assert _answered(svc)[0].payload["via"] == "active"
 

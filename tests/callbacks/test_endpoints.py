@@ -11,6 +11,7 @@ from app.store import inbox
 from app.wecom.crypto import CallbackCrypto, signature
 from tests.conftest import FIXTURES
 from workers.queues import EVENTS, HIGH, queue
+from workers.relay import pending_notices, relay_pending
 
 ADD = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
 TOKEN = SANDBOX_CREDENTIALS["WECOM_TOKEN"]
@@ -21,6 +22,7 @@ CORP = SANDBOX_CREDENTIALS["WECOM_CORP_ID"]
 def _nothing_stored(svc) -> None:
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (0, 0)
+    assert pending_notices(svc.redis) == {"high": 0, "events": 0}
     assert queue(EVENTS, svc.redis).count == 0
 
 
@@ -229,7 +231,10 @@ def test_a_retried_event_is_stored_once_and_enqueued_once(poster, svc) -> None:
     assert poster.post(ADD, timestamp="1700000011").data == b"success"
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (1, 3)
-    assert queue(HIGH, svc.redis).count == 1  # an add with a WelcomeCode jumps the queue
+    # An add with a WelcomeCode jumps the queue: its notice goes to the high list, its job to HIGH.
+    assert pending_notices(svc.redis) == {"high": 1, "events": 0}
+    assert relay_pending(svc.redis, svc.settings) == 1
+    assert queue(HIGH, svc.redis).count == 1
 
 
 def test_two_customers_adding_one_advisor_in_the_same_second_are_two_events(poster, svc) -> None:
@@ -239,13 +244,15 @@ def test_two_customers_adding_one_advisor_in_the_same_second_are_two_events(post
     poster.post(second)
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (2, 2)
-    assert queue(HIGH, svc.redis).count == 2
+    assert pending_notices(svc.redis) == {"high": 2, "events": 0}
 
 
 def test_only_events_with_a_welcome_code_go_to_the_high_queue(poster, svc) -> None:
     poster.post(ADD)
     poster.post(ADD.replace("WelcomeCode", "NotAWelcomeCode").replace("mAAAA", "mCCCC"))
     poster.post((FIXTURES / "events" / "change_external_contact__edit_external_contact.xml").read_text())
+    assert pending_notices(svc.redis) == {"high": 1, "events": 2}
+    relay_pending(svc.redis, svc.settings)
     assert (queue(HIGH, svc.redis).count, queue(EVENTS, svc.redis).count) == (1, 2)
 
 
