@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -89,13 +89,31 @@ def _batch_insert(dialect: Dialect, rows: int) -> _BatchInsert:
     return _BatchInsert(compiled.string, order, constants, convert)
 
 
-def _execute_batch(conn: Connection, batch: _BatchInsert, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+def _execute_batch(
+    dbapi_connection: Any, batch: _BatchInsert, rows: Sequence[Mapping[str, Any]]
+) -> list[Any]:
+    cursor = dbapi_connection.cursor()
     try:
         cursor.execute(batch.sql, batch.parameters(rows))
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+def commit_deliveries(engine: Engine, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
+    """``store_deliveries`` in a transaction of its own, committed before it returns. The
+    callback path's way: a pooled DBAPI connection without a SQLAlchemy Connection around it
+    (whose begin, commit and return to the pool cost about as much as the insert)."""
+    dbapi_connection = engine.raw_connection()
+    try:
+        stored = _store(dbapi_connection, engine.dialect, deliveries)
+        dbapi_connection.commit()
+    except BaseException:
+        dbapi_connection.rollback()
+        raise
+    finally:
+        dbapi_connection.close()  # back to the pool
+    return stored
 
 
 def store_deliveries(conn: Connection, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
@@ -106,6 +124,10 @@ def store_deliveries(conn: Connection, deliveries: Sequence[Mapping[str, Any]]) 
     A key delivered twice in one batch (WeCom's retry racing its original) is inserted once
     with both deliveries counted, and only its first occurrence is new. The rows go in key
     order, so two batches that share keys lock them in the same order and cannot deadlock."""
+    return _store(conn.connection.dbapi_connection, conn.dialect, deliveries)
+
+
+def _store(dbapi_connection: Any, dialect: Dialect, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
     first: dict[str, dict[str, Any]] = {}
     for item in deliveries:
         key = item["dedup_key"]
@@ -126,7 +148,7 @@ def store_deliveries(conn: Connection, deliveries: Sequence[Mapping[str, Any]]) 
     returned = {
         dedup_key: (inbox_id, count, generation)
         for dedup_key, inbox_id, count, generation in _execute_batch(
-            conn, _batch_insert(conn.dialect, len(rows)), rows
+            dbapi_connection, _batch_insert(dialect, len(rows)), rows
         )
     }
     results: list[Stored] = []

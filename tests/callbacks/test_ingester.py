@@ -130,9 +130,9 @@ def test_a_batch_is_one_statement_and_counts_repeats_within_it(svc, monkeypatch)
     statements: list[str] = []
     execute = inbox._execute_batch
 
-    def count(conn, batch, rows):
+    def count(dbapi_connection, batch, rows):
         statements.append(batch.sql)
-        return execute(conn, batch, rows)
+        return execute(dbapi_connection, batch, rows)
 
     monkeypatch.setattr(inbox, "_execute_batch", count)
     with svc.engine.begin() as conn:
