@@ -101,7 +101,7 @@ class Ingester:
         self._notify([item.stored for item in new], {item.stored.id for item in new if item.urgent})
 
     def _store(self, items: list[_Ticket]) -> None:
-        results = inbox.commit_deliveries(self.svc.engine, [item.row for item in items])
+        results = inbox.commit_deliveries(self.svc.ingest_engine, [item.row for item in items])
         # Only now, after the commit: a rolled-back row must never be acknowledged.
         for item, stored in zip(items, results, strict=True):
             item.stored = stored

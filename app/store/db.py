@@ -35,15 +35,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """``pre_ping`` (PostgreSQL): test each pooled connection with a round trip before use, so a
+    server restart costs no failed query. Only an engine whose users invalidate a connection
+    that failed them can do without (the callback path's, app/store/inbox.commit_deliveries)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
+        # LIFO: the connection used last comes back first, its page cache still warm (each
+        # SQLite connection has its own), instead of rotating through all of them.
+        engine = create_engine(
+            url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20, pool_use_lifo=True
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=20)
     _engines.add(engine)
     return engine
 

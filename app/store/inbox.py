@@ -101,18 +101,47 @@ def _execute_batch(
 
 
 def commit_deliveries(engine: Engine, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
-    """``store_deliveries`` in a transaction of its own, committed before it returns. The
-    callback path's way: a pooled DBAPI connection without a SQLAlchemy Connection around it
-    (whose begin, commit and return to the pool cost about as much as the insert)."""
-    dbapi_connection = engine.raw_connection()
+    """``store_deliveries`` committed before it returns: the callback path's way, on a pooled
+    DBAPI connection without a SQLAlchemy Connection around it (whose begin, commit and return
+    to the pool cost about as much as the insert).
+
+    On PostgreSQL the one statement runs in autocommit, its own transaction: no BEGIN and
+    COMMIT round trips (0.46 -> 0.22 ms of CPU a batch, half the wait). A connection that
+    fails is invalidated, not given back, since SQLAlchemy does not see errors raised on a raw
+    cursor: so this engine needs no pre-ping round trip on checkout either (see
+    ``Services.ingest_engine``). A pooled connection the server closed meanwhile (a restart)
+    fails with a disconnect, and the batch is tried once more on a new connection."""
     try:
+        return _commit_once(engine, deliveries)
+    except _Disconnected:
+        return _commit_once(engine, deliveries)
+
+
+class _Disconnected(Exception):
+    """The pooled connection was dead (raised from the driver's error)."""
+
+
+def _commit_once(engine: Engine, deliveries: Sequence[Mapping[str, Any]]) -> list[Stored]:
+    dbapi_connection = engine.raw_connection()
+    autocommit = engine.dialect.name == "postgresql"
+    try:
+        if autocommit:
+            dbapi_connection.driver_connection.autocommit = True
         stored = _store(dbapi_connection, engine.dialect, deliveries)
-        dbapi_connection.commit()
-    except BaseException:
-        dbapi_connection.rollback()
+        if autocommit:
+            dbapi_connection.driver_connection.autocommit = False
+        else:
+            dbapi_connection.commit()
+    except BaseException as exc:
+        dead = isinstance(exc, Exception) and engine.dialect.is_disconnect(
+            exc, dbapi_connection.driver_connection, None
+        )
+        dbapi_connection.invalidate()  # closed and dropped from the pool: whatever its state
+        if dead:
+            raise _Disconnected(str(exc)) from exc
         raise
     finally:
-        dbapi_connection.close()  # back to the pool
+        dbapi_connection.close()  # back to the pool (a no-op once invalidated)
     return stored
 
 

@@ -7,6 +7,8 @@ import threading
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from app.callbacks.ingest import Ingester, NotStored
 from app.redis_client import connect
 from app.store import inbox
@@ -109,15 +111,15 @@ def test_with_redis_gone_callbacks_are_stored_and_left_to_the_sweeper(svc, redis
 def test_nothing_is_acknowledged_when_the_database_is_down(svc, poster) -> None:
     from app.store.db import make_engine
 
-    working = svc.engine
-    svc.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/unreachable")
+    unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/unreachable", pre_ping=False)
+    svc.__dict__["ingest_engine"] = unreachable
     try:
         response = poster.post(
             (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
         )
     finally:
-        svc.engine.dispose()
-        svc.engine = working
+        unreachable.dispose()
+        del svc.__dict__["ingest_engine"]
     assert response.status_code == 503  # not stored, so not acknowledged: WeCom delivers it again
     with svc.sessions() as session:
         assert inbox.delivery_totals(session) == (0, 0)
@@ -190,3 +192,29 @@ def test_a_stored_row_reads_back_as_the_orm_writes_it(svc) -> None:
             row,
             session.get(inbox.InboxEvent, orm.id),
         ]
+
+
+def test_a_pooled_connection_the_server_closed_costs_no_callback(svc, poster) -> None:
+    """The callback path's PostgreSQL pool has no pre-ping: a connection the server dropped
+    (a restart, an idle timeout) fails once, is thrown away, and the batch goes through on a
+    new one; nothing is answered 503."""
+    if svc.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to drop a connection")
+    from sqlalchemy import text
+
+    add = (FIXTURES / "events/change_external_contact__add_external_contact.xml").read_text()
+    assert poster.post(add).data == b"success"  # the callback path's pool holds a connection now
+    with svc.engine.connect() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+            )
+        ).all()
+    assert killed, "no idle pooled connection to drop"
+
+    response = poster.post(add.replace("mAAAA", "mDDDD"))
+
+    assert response.status_code == 200 and response.data == b"success"
+    with svc.sessions() as session:
+        assert inbox.delivery_totals(session) == (2, 2)
