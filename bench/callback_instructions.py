@@ -4,7 +4,7 @@ moves by up to a half from run to run).
 
 Each target answers the same encrypted add_external_contact callbacks in-process through Flask's
 test client, single-threaded: the bare Flask endpoint (the baseline) and the real /wecom/callback
-(verify, decrypt, parse, store, enqueue). A target runs twice, with a few and with many callbacks;
+(verify, decrypt, parse, store, push the notice). A target runs twice, with a few and with many callbacks;
 the difference divided by the difference in callbacks is the cost of one callback, start-up
 excluded. It counts this process only: not gunicorn's socket handling, not the Redis or
 PostgreSQL server.

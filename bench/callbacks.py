@@ -2,7 +2,7 @@
 
 Encrypted, signed callbacks (distinct add_external_contact events) are POSTed concurrently to
 gunicorn on loopback, first to a bare Flask endpoint that only answers ``success`` (the
-baseline), then to the real /wecom/callback (verify, decrypt, parse, store, enqueue). Prints
+baseline), then to the real /wecom/callback (verify, decrypt, parse, store, push the notice). Prints
 accepted/s, p50/p99 acknowledgement latency, the count stored (must equal the count sent) and
 the throughput ratio against the baseline measured in the same run.
 
