@@ -42,6 +42,22 @@ class _SweepsInbox:
                 relay.stop()
                 relay.connection.close()
 
+    def unsubscribe(self) -> None:
+        # RQ's own calls PubSubWorkerThread.stop(), which since redis-py 8.2 joins the thread
+        # without a bound; after the UNSUBSCRIBE that thread can sit out RQ's 60 s sleep_time
+        # waiting for a subscription again, so `scrm worker --burst` took a minute to exit about
+        # one run in four. Same steps, with the wait bounded (redis-py before 8.2: no timeout).
+        thread = getattr(self, "pubsub_thread", None)
+        if not thread:
+            return
+        self.pubsub.unsubscribe()  # type: ignore[attr-defined]
+        try:
+            thread.stop(timeout=1)
+        except TypeError:
+            thread.stop()
+            thread.join(timeout=1)
+        self.pubsub.close()  # type: ignore[attr-defined]
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         self._relay()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]

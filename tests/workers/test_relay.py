@@ -165,3 +165,27 @@ def test_a_running_worker_processes_a_callback_within_moments(poster, svc, tmp_p
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_worker_stops_listening_at_once(svc) -> None:
+    """RQ's unsubscribe joined its pub/sub thread without a bound (redis-py 8.2), and once that
+    thread has read the UNSUBSCRIBE reply it waits RQ's 60 s for a subscription: a burst worker
+    took a minute to exit whenever the thread won that race (here it always does)."""
+    from workers.worker import build_worker
+
+    worker = build_worker(svc, simple=True)
+    worker.subscribe()
+    deadline = time.monotonic() + 5
+    while not worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.pubsub.subscribed
+    send_unsubscribe = worker.pubsub.unsubscribe
+
+    def unsubscribe_then_lose_the_race(*args):
+        send_unsubscribe(*args)
+        time.sleep(0.3)  # the thread reads the reply and goes back to waiting before stop()
+
+    worker.pubsub.unsubscribe = unsubscribe_then_lose_the_race
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 5
