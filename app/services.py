@@ -47,10 +47,13 @@ class Services:
     def ingest_engine(self) -> Engine:
         """The callback path's engine. On PostgreSQL a pool of its own without pre-ping (one
         round trip less per batch; a connection that fails is invalidated instead: see
-        app/store/inbox.commit_deliveries). SQLite has no pre-ping to save: the same engine."""
+        app/store/inbox.commit_deliveries). It is small: only the group commit's leader writes,
+        one batch at a time, so a process needs one connection (two while one is replaced).
+        SQLite has no pre-ping to save: the same engine."""
         if self.engine.dialect.name != "postgresql":
             return self.engine
-        return make_engine(self.engine.url.render_as_string(hide_password=False), pre_ping=False)
+        url = self.engine.url.render_as_string(hide_password=False)
+        return make_engine(url, pre_ping=False, pool_size=1, max_overflow=1)
 
     @cached_property
     def ingester(self) -> Ingester:

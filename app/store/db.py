@@ -35,10 +35,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """``pre_ping`` (PostgreSQL): test each pooled connection with a round trip before use, so a
     server restart costs no failed query. Only an engine whose users invalidate a connection
-    that failed them can do without (the callback path's, app/store/inbox.commit_deliveries)."""
+    that failed them can do without (the callback path's, app/store/inbox.commit_deliveries).
+    ``pool_size`` and ``max_overflow`` apply to PostgreSQL (SQLite's pool is sized below)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -50,7 +51,7 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=max_overflow)
     _engines.add(engine)
     return engine
 

@@ -25,7 +25,17 @@ class Stored:
     job_generation: int
 
 
-_ROW_COLUMNS = ("source", "dedup_key", "event_type", "corp_id", "event_time", "plaintext", "received_at")
+# A row's own values in the batch insert (updated_at takes received_at; the rest are constants).
+_ROW_COLUMNS = (
+    "source",
+    "dedup_key",
+    "event_type",
+    "corp_id",
+    "event_time",
+    "plaintext",
+    "received_at",
+    "deliveries",
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,12 @@ class _BatchInsert:
         return [values[name] for name in self.order]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)  # a dialect or two, batch sizes up to the ingester's MAX_BATCH
 def _batch_insert(dialect: Dialect, rows: int) -> _BatchInsert:
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     values = [
         {
-            **{name: bindparam(f"{name}_{n}") for name in (*_ROW_COLUMNS, "deliveries")},
+            **{name: bindparam(f"{name}_{n}") for name in _ROW_COLUMNS},
             "updated_at": bindparam(f"received_at_{n}"),
             "status": InboxStatus.RECEIVED,
             "attempts": 0,
@@ -78,13 +88,13 @@ def _batch_insert(dialect: Dialect, rows: int) -> _BatchInsert:
     def processor(type_: Any) -> Any:
         return type_.dialect_impl(dialect).bind_processor(dialect)
 
-    row_names = {f"{name}_{n}" for name in (*_ROW_COLUMNS, "deliveries") for n in range(rows)}
+    row_names = {f"{name}_{n}" for name in _ROW_COLUMNS for n in range(rows)}
     constants = {}
     for name, value in compiled.params.items():
         if name not in row_names:
             process = processor(compiled.binds[name].type)
             constants[name] = process(value) if process is not None else value
-    convert = {name: processor(T.c[name].type) for name in (*_ROW_COLUMNS, "deliveries")}
+    convert = {name: processor(T.c[name].type) for name in _ROW_COLUMNS}
     order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
     return _BatchInsert(compiled.string, order, constants, convert)
 
@@ -110,7 +120,10 @@ def commit_deliveries(engine: Engine, deliveries: Sequence[Mapping[str, Any]]) -
     fails is invalidated, not given back, since SQLAlchemy does not see errors raised on a raw
     cursor: so this engine needs no pre-ping round trip on checkout either (see
     ``Services.ingest_engine``). A pooled connection the server closed meanwhile (a restart)
-    fails with a disconnect, and the batch is tried once more on a new connection."""
+    fails with a disconnect, and the batch is tried once more on a new connection. (Had the
+    server committed before the connection broke, the second try counts each delivery again
+    and reports no row as new: no notice is pushed, and the sweeper enqueues the rows after
+    INBOX_SWEEP_GRACE. Nothing is lost; only the delivery count is one high.)"""
     try:
         return _commit_once(engine, deliveries)
     except _Disconnected:
